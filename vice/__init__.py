@@ -1,0 +1,1 @@
+"""ViCE: visual concept embeddings by regional SwAV."""
