@@ -1,0 +1,72 @@
+import math
+
+import torch
+
+from vice.swav import Prototypes, RegionQueue, swapped_prediction_loss, swav_region_loss
+
+
+def test_loss_hand_computed():
+    # Two regions, K = 2, one predicting view.
+    scores = torch.tensor([[[0.1, 0.0], [0.0, 0.2]]])  # (M-1=1, N=2, K=2)
+    codes = torch.tensor([[1.0, 0.0], [0.25, 0.75]])
+    tau = 0.1
+    # region 0: -log softmax([1, 0])[0]; region 1: -(0.25 log p0 + 0.75 log p1) with logits [0, 2]
+    l0 = -math.log(math.exp(1) / (math.exp(1) + 1))
+    p1 = [1 / (1 + math.exp(2)), math.exp(2) / (1 + math.exp(2))]
+    l1 = -(0.25 * math.log(p1[0]) + 0.75 * math.log(p1[1]))
+    got = swapped_prediction_loss(scores, codes, tau)
+    assert abs(got.item() - (l0 + l1) / 2) < 1e-6
+
+
+def test_loss_averages_over_predicting_views():
+    codes = torch.tensor([[0.5, 0.5]])
+    a = torch.tensor([[[1.0, 0.0]]])
+    b = torch.tensor([[[0.0, 0.0]]])
+    both = swapped_prediction_loss(torch.cat([a, b]), codes, 1.0)
+    single = (swapped_prediction_loss(a, codes, 1.0) + swapped_prediction_loss(b, codes, 1.0)) / 2
+    assert abs(both.item() - single.item()) < 1e-6
+
+
+def test_loss_is_log_k_when_scores_carry_no_preference():
+    torch.manual_seed(0)
+    k, d = 32, 16
+    protos = Prototypes(d, k)
+    with torch.no_grad():
+        protos.weight[:, d // 2 :] = 0.0  # prototypes live in the first half of the dimensions
+    protos.normalize_()
+    means = torch.randn(4, 200, d)
+    means[..., : d // 2] = 0.0  # regions live in the second half: every score is 0
+    loss, codes = swav_region_loss(means, protos, 0.1, 0.05, 3)
+    torch.testing.assert_close(codes, torch.full((200, k), 1 / k))
+    assert abs(loss.item() - math.log(k)) < 1e-5
+
+
+def test_prototypes_stay_unit_norm_after_normalize():
+    protos = Prototypes(8, 5)
+    with torch.no_grad():
+        protos.weight.mul_(3.0)
+    protos.normalize_()
+    torch.testing.assert_close(protos.weight.norm(dim=1), torch.ones(5))
+
+
+def test_queue_is_fifo_and_counts_filled_rows():
+    q = RegionQueue(length=5, embed_dim=1)
+    assert q.contents().shape == (0, 1)
+    q.push(torch.tensor([[1.0], [2.0]]))
+    q.push(torch.tensor([[3.0], [4.0], [5.0]]))
+    assert q.contents().flatten().tolist() == [3.0, 4.0, 5.0, 1.0, 2.0]
+    q.push(torch.tensor([[6.0], [7.0]]))
+    assert q.contents().flatten().tolist() == [6.0, 7.0, 3.0, 4.0, 5.0]
+    assert int(q.filled) == 5
+
+
+def test_queue_rows_enter_sinkhorn_but_not_the_loss():
+    torch.manual_seed(1)
+    protos = Prototypes(4, 3)
+    means = torch.randn(2, 6, 4)
+    queue = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
+    loss_q, codes_q = swav_region_loss(means, protos, 0.1, 0.05, 3, queue)
+    loss_0, codes_0 = swav_region_loss(means, protos, 0.1, 0.05, 3)
+    assert codes_q.shape == (6, 3)
+    assert not torch.allclose(codes_q, codes_0)  # the queue changes the equipartition
+    assert torch.isfinite(loss_q)

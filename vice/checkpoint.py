@@ -1,0 +1,89 @@
+"""Atomic checkpoints in a job's run dir, and resume from the latest one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint taken after ``step`` optimizer steps lives."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``state`` atomically: a temp file in the same dir, fsync, then ``os.replace``.
+
+    A crash at any moment leaves either the previous checkpoints or the complete new one, never a
+    half-written file. Only the newest ``keep`` checkpoints are kept.
+
+    Args:
+        run_dir: the job's deterministic directory.
+        step: optimizer steps taken so far (names the file).
+        state: anything ``torch.save`` takes.
+        keep: number of newest checkpoints to keep.
+
+    Returns:
+        The path of the new checkpoint.
+    """
+    target = checkpoint_path(run_dir, step)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run dir, oldest first (temp files are ignored)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load one checkpoint, with an error that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:
+        raise RuntimeError(
+            f"checkpoint {path} is unreadable ({err}); delete it to resume from an older one"
+        ) from err
+    if not isinstance(state, dict) or "step" not in state:
+        raise RuntimeError(f"checkpoint {path} is not a vice training checkpoint (no 'step')")
+    return state
+
+
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest readable checkpoint of a run dir, or None when there is none."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, map_location)
+        except RuntimeError as err:
+            log.warning("skipping %s", err)
+    return None

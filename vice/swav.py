@@ -1,0 +1,117 @@
+"""SwAV swapped prediction over region means: prototypes, queue and the loss of equation 3."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vice.sinkhorn import sinkhorn
+
+#: Guards the L2 normalization of region means and prototypes against a zero vector.
+NORMALIZE_EPS = 1e-12
+
+
+def swapped_prediction_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Equation 3: cross-entropy of views 1..M-1 against the codes of view 0.
+
+    Args:
+        scores: (M-1, N, K) scores of the predicting views.
+        codes: (N, K) Sinkhorn codes of view 0 (rows sum to 1).
+        temperature: tau.
+
+    Returns:
+        Scalar loss, averaged over regions and predicting views.
+    """
+    log_p = F.log_softmax(scores.float() / temperature, dim=-1)  # (M-1, N, K)
+    return -(codes.unsqueeze(0) * log_p).sum(dim=-1).mean()
+
+
+class Prototypes(nn.Module):
+    """K unit-norm prototype vectors in D dimensions (a bias-free linear layer).
+
+    Args:
+        embed_dim: D.
+        num_prototypes: K.
+    """
+
+    def __init__(self, embed_dim: int, num_prototypes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_prototypes, embed_dim))
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(embed_dim))
+        self.normalize_()
+
+    @torch.no_grad()
+    def normalize_(self) -> None:
+        """Project every prototype back to the unit sphere (call after each optimizer step)."""
+        self.weight.copy_(F.normalize(self.weight, dim=1, eps=NORMALIZE_EPS))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Score L2-normalized embeddings: (..., D) -> (..., K)."""
+        return z @ self.weight.t()
+
+
+class RegionQueue(nn.Module):
+    """FIFO of view-0 region embeddings, re-scored with the current prototypes each step.
+
+    The buffer starts empty; :meth:`push` is the only state change. ``filled`` counts valid rows.
+
+    Args:
+        length: rows kept (per rank).
+        embed_dim: D.
+    """
+
+    def __init__(self, length: int, embed_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("embeddings", torch.zeros(length, embed_dim))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    @property
+    def length(self) -> int:
+        """Capacity of the queue."""
+        return int(self.embeddings.shape[0])
+
+    def contents(self) -> torch.Tensor:
+        """The valid rows, newest first: (F, D) with F = filled."""
+        return self.embeddings[: int(self.filled)]
+
+    @torch.no_grad()
+    def push(self, z: torch.Tensor) -> None:
+        """Insert (N, D) embeddings at the front, dropping the oldest rows beyond the capacity."""
+        z = z.detach().to(self.embeddings.dtype)[: self.length]
+        n = z.shape[0]
+        self.embeddings.copy_(torch.cat([z, self.embeddings[: self.length - n]]))
+        self.filled.fill_(min(self.length, int(self.filled) + n))
+
+
+def swav_region_loss(
+    means: torch.Tensor,
+    prototypes: Prototypes,
+    temperature: float,
+    sinkhorn_epsilon: float,
+    sinkhorn_iterations: int,
+    queue: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss of one training step from the region means of all views.
+
+    Args:
+        means: (M, N, D) region means (not yet normalized); view 0 gives the targets.
+        prototypes: the K prototypes.
+        temperature: tau of the softmax.
+        sinkhorn_epsilon: entropic regularization of Sinkhorn-Knopp.
+        sinkhorn_iterations: Sinkhorn rounds.
+        queue: (F, D) earlier view-0 embeddings, concatenated before Sinkhorn and dropped after.
+
+    Returns:
+        The scalar loss and the (N, K) codes of view 0 (for monitoring prototype usage).
+    """
+    z = F.normalize(means.float(), dim=-1, eps=NORMALIZE_EPS)  # (M, N, D)
+    scores = prototypes(z)  # (M, N, K)
+    with torch.no_grad():
+        target_scores = scores[0]  # (N, K)
+        if queue is not None and queue.shape[0] > 0:
+            target_scores = torch.cat([target_scores, prototypes(queue.to(z.dtype))])  # (N+F, K)
+        codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)[: scores.shape[1]]  # (N, K)
+    return swapped_prediction_loss(scores[1:], codes, temperature), codes
