@@ -22,21 +22,21 @@ pytestmark = pytest.mark.slurm
 CANCEL_SURFACE_TIMEOUT_S = 120
 #: A healthy local controller answers at once; a stopped one makes `sinfo` retry for ~9 s.
 SINFO_TIMEOUT_S = 3
+SINFO = ["sinfo", "-h", "-p", "debug", "-o", "%t"]
+START = "`bash slurm/local-cluster.sh up`"
 
 
 def _cluster_down_reason() -> str | None:
     if shutil.which("sinfo") is None:
-        return "no `sinfo` on PATH: start the cluster with `bash slurm/local-cluster.sh up`"
+        return f"no `sinfo` on PATH: install and start the cluster with {START}"
     try:
-        probe = subprocess.run(
-            ["sinfo", "-h", "-p", "debug", "-o", "%t"], capture_output=True, text=True, timeout=SINFO_TIMEOUT_S
-        )
+        probe = subprocess.run(SINFO, capture_output=True, text=True, timeout=SINFO_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return f"`sinfo` got no answer in {SINFO_TIMEOUT_S} s: start the cluster with `bash slurm/local-cluster.sh up`"
+        return f"`sinfo` got no answer in {SINFO_TIMEOUT_S} s: start the cluster with {START}"
     states = probe.stdout.split()
     if probe.returncode != 0 or not any(s in ("idle", "mix", "alloc") for s in states):
         detail = (probe.stderr.strip() or "node states " + ",".join(states)).splitlines()[0]
-        return f"local SLURM cluster is down ({detail}): start it with `bash slurm/local-cluster.sh up`"
+        return f"local SLURM cluster is down ({detail}): start it with {START}"
     return None
 
 
