@@ -1,0 +1,502 @@
+"""View generation (the paper's Algorithm 1): crops around a content-rich centre, masking, mutual regions.
+
+One call of :func:`make_views` turns an image and its region map into M views of side S:
+
+1. sample a centre point from a Canny-edge probability map (:func:`centre_probability`);
+2. sample M square crops of side ``beta * S`` that all contain the centre (view 0 centred on it,
+   the others displaced into one angular sector each), and a horizontal flip per view;
+3. resample every crop to S x S (bilinear for pixels, nearest for region ids; -1 outside the image);
+4. mask one rectangle per view: every non-protected region touching it is replaced by noise and
+   dropped from the mutual set;
+5. keep only the regions present in all M views, relabelled to ``0..R'-1`` (-1 = ignore);
+6. photometric augmentation (SimCLR colour distortion, blur) and ImageNet normalization.
+
+All randomness comes from the numpy ``Generator`` passed in, so the output is a function of
+(image, regions, cfg, generator state).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+
+from vice.config import ViewConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Uniform floor added to the [0, 1] edge map so flat areas can still be sampled.
+CENTRE_FLOOR = 0.005
+CANNY_LOW, CANNY_HIGH = 10, 50
+
+#: SimCLR colour distortion at strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s) applied with p = 0.8.
+JITTER_PROB = 0.8
+JITTER_SCALE = 0.8
+HUE_SCALE = 0.2
+BLUR_SIGMA_RANGE = (0.1, 2.0)
+#: Kernel covering +-3 sigma of the widest blur.
+BLUR_KERNEL_SIZE = 2 * math.ceil(3 * BLUR_SIGMA_RANGE[1]) + 1
+
+
+class NoMutualRegionsError(RuntimeError):
+    """No region survived in all views after ``max_resample`` attempts."""
+
+
+@dataclass(frozen=True)
+class ViewSet:
+    """The M views of one image.
+
+    Attributes:
+        views: (M, 3, S, S) float32, ImageNet-normalized; masked pixels are U(-1, 1) noise.
+        regions: (M, S, S) int64 mutual region ids ``0..R'-1``; -1 = ignore (not mutual, masked, padding).
+        num_regions: R', the number of mutual regions; the same id is the same region in every view.
+        source_ids: (R',) int64, the id in the input region map of each mutual region.
+        centre: (y, x) of the sampled centre point in image pixels.
+        boxes: (M, 4) int64 crops ``(top, left, bottom, right)`` in image pixels, bottom/right
+            exclusive; a crop may extend past the image (padding).
+        flips: (M,) bool, whether each view is flipped horizontally.
+        mask_boxes: (M, 4) int64 mask rectangles ``(top, left, bottom, right)`` in view pixels.
+        masked: (M, S, S) bool, the pixels replaced by noise.
+    """
+
+    views: torch.Tensor
+    regions: torch.Tensor
+    num_regions: int
+    source_ids: np.ndarray
+    centre: tuple[int, int]
+    boxes: np.ndarray
+    flips: np.ndarray
+    mask_boxes: np.ndarray
+    masked: torch.Tensor
+
+
+def centre_probability(image: np.ndarray) -> np.ndarray:
+    """Where view centres are sampled: dilated, blurred Canny edges plus a uniform floor.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        (H, W) float64 probabilities summing to 1.
+    """
+    grey = cv2.cvtColor(cv2.GaussianBlur(image, (3, 3), 0), cv2.COLOR_RGB2GRAY)
+    edges = cv2.Canny(grey, CANNY_LOW, CANNY_HIGH, L2gradient=True)
+    edges = cv2.dilate(edges, np.ones((3, 3), np.uint8))
+    density = np.asarray(cv2.GaussianBlur(edges.astype(np.float64), (3, 3), 0), np.float64)
+    peak = float(density.max())
+    density = density / peak + CENTRE_FLOOR if peak > 0 else np.full_like(density, CENTRE_FLOOR)
+    return density / density.sum()
+
+
+def sample_centre(probability: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """Draw one pixel ``(y, x)`` from a (H, W) probability map."""
+    flat = int(rng.choice(probability.size, p=probability.ravel()))
+    y, x = divmod(flat, probability.shape[1])
+    return y, x
+
+
+def sample_boxes(
+    centre: tuple[int, int],
+    image_shape: tuple[int, int],
+    num_views: int,
+    view_size: int,
+    resize_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Square crops that all contain ``centre``: view 0 centred on it, view m in angular sector m.
+
+    A crop of side L = round(beta * S), beta ~ U(resize_range), is displaced from the centre by up
+    to L/2 in a direction drawn from its own sector of the circle, then shifted so that it still
+    contains the centre and lies inside the image when L fits (otherwise it covers the image and
+    the excess is padding).
+
+    Args:
+        centre: (y, x) in image pixels.
+        image_shape: (H, W).
+        num_views: M.
+        view_size: S.
+        resize_range: (low, high) for beta.
+        rng: the generator.
+
+    Returns:
+        (M, 4) int64 ``(top, left, bottom, right)``, bottom/right exclusive.
+    """
+    beta = rng.uniform(resize_range[0], resize_range[1], size=num_views)
+    sides = np.maximum(np.rint(beta * view_size), 1).astype(np.int64)  # (M,)
+    sector = np.arange(num_views) - 1  # view 0 has no sector
+    angle = 2 * np.pi * (sector + rng.random(num_views)) / max(num_views - 1, 1)
+    radius = rng.random(num_views) * sides / 2
+    radius[0] = 0.0
+    point = np.asarray(centre, np.float64)  # (2,)
+    offset = radius[:, None] * np.stack([np.sin(angle), np.cos(angle)], axis=1)  # (M, 2)
+    start = np.rint(point + offset - sides[:, None] / 2).astype(np.int64)  # (M, 2)
+    extent = np.asarray(image_shape, np.int64)[None, :] - sides[:, None]  # (M, 2) H - L, W - L
+    low = np.maximum(point.astype(np.int64) - sides[:, None] + 1, np.minimum(0, extent))
+    high = np.minimum(point.astype(np.int64), np.maximum(0, extent))
+    start = np.clip(start, low, high)
+    return np.concatenate([start, start + sides[:, None]], axis=1)  # (M, 4)
+
+
+def source_coordinates(boxes: np.ndarray, flips: np.ndarray, view_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous image coordinates (pixel centres at integers) sampled by each view pixel.
+
+    Row i of view m samples ``y = top + (i + 0.5) * L / S - 0.5``; column j samples the same
+    formula in x at column ``S - 1 - j`` when the view is flipped.
+
+    Args:
+        boxes: (M, 4) crops ``(top, left, bottom, right)``.
+        flips: (M,) bool.
+        view_size: S.
+
+    Returns:
+        ys (M, S) and xs (M, S) float64.
+    """
+    steps = (np.arange(view_size) + 0.5) / view_size  # (S,)
+    sides = (boxes[:, 2] - boxes[:, 0]).astype(np.float64)  # (M,)
+    ys = boxes[:, :1] + steps[None, :] * sides[:, None] - 0.5  # (M, S)
+    xs = boxes[:, 1:2] + steps[None, :] * sides[:, None] - 0.5  # (M, S)
+    xs = np.where(flips[:, None], xs[:, ::-1], xs)
+    return ys, xs
+
+
+def crop_regions(regions: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour resampling of a region map; -1 where a view pixel falls outside the image.
+
+    Args:
+        regions: (H, W) integer region ids.
+        ys: (M, S) source row coordinates.
+        xs: (M, S) source column coordinates.
+
+    Returns:
+        (M, S, S) int64 region ids.
+    """
+    height, width = regions.shape
+    rows = np.floor(ys + 0.5).astype(np.int64)  # (M, S)
+    cols = np.floor(xs + 0.5).astype(np.int64)  # (M, S)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    gathered = regions[np.clip(rows, 0, height - 1)[:, :, None], np.clip(cols, 0, width - 1)[:, None, :]]
+    return np.where(inside, gathered, -1).astype(np.int64)  # (M, S, S)
+
+
+def crop_pixels(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> torch.Tensor:
+    """Bilinear resampling of an image at the given coordinates; ImageNet-mean grey outside it.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        ys: (M, S) source row coordinates.
+        xs: (M, S) source column coordinates.
+
+    Returns:
+        (M, 3, S, S) float32 in [0, 1].
+    """
+    height, width = image.shape[:2]
+    num_views = ys.shape[0]
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)  # (3, H, W)
+    # grid_sample with align_corners=False maps pixel centre c to (2c + 1) / n - 1.
+    gy = torch.from_numpy((2 * ys + 1) / height - 1).float()  # (M, S)
+    gx = torch.from_numpy((2 * xs + 1) / width - 1).float()  # (M, S)
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (M, S, S, 2)
+    crops = F.grid_sample(
+        pixels.expand(num_views, 3, height, width),
+        grid,
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )  # (M, 3, S, S)
+    rows = np.floor(ys + 0.5)
+    cols = np.floor(xs + 0.5)
+    inside_rows = torch.from_numpy((rows >= 0) & (rows < height))  # (M, S)
+    inside_cols = torch.from_numpy((cols >= 0) & (cols < width))  # (M, S)
+    inside = (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]  # (M, 1, S, S)
+    fill = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    return torch.where(inside, crops, fill)
+
+
+def region_presence(view_regions: np.ndarray, num_ids: int) -> np.ndarray:
+    """Which ids occur in each view.
+
+    Args:
+        view_regions: (M, S, S) ids in ``-1..num_ids-1``.
+        num_ids: R.
+
+    Returns:
+        (M, R) bool.
+    """
+    num_views = view_regions.shape[0]
+    flat = view_regions.reshape(num_views, -1) + 1 + np.arange(num_views)[:, None] * (num_ids + 1)  # (M, S*S)
+    counts = np.bincount(flat.ravel(), minlength=num_views * (num_ids + 1))
+    return counts.reshape(num_views, num_ids + 1)[:, 1:] > 0  # (M, R)
+
+
+@dataclass(frozen=True)
+class RegionMask:
+    """The outcome of region masking for the M views of one image.
+
+    Attributes:
+        masked: (M, S, S) bool, pixels to replace by noise.
+        kept: (R,) bool, ids present in all views and masked in none.
+        protected: (R,) bool, mutual ids exempt from masking.
+        rects: (M, 4) int64 rectangles ``(top, left, bottom, right)`` in view pixels.
+    """
+
+    masked: np.ndarray
+    kept: np.ndarray
+    protected: np.ndarray
+    rects: np.ndarray
+
+
+def sample_mask(
+    view_regions: np.ndarray,
+    num_ids: int,
+    mask_ratio: float,
+    protected_share: float,
+    rng: np.random.Generator,
+) -> RegionMask:
+    """Region masking: one rectangle per view; every non-protected region touching it is masked.
+
+    A share ``protected_share`` of the regions present in all views is drawn and never masked.
+    Each view gets a rectangle with sides in ``1..floor(mask_ratio * S)``; the pixels of every
+    other region touching it (in that view) are masked, and those regions leave the mutual set.
+
+    Args:
+        view_regions: (M, S, S) ids in ``-1..num_ids-1``.
+        num_ids: R.
+        mask_ratio: maximal rectangle side as a fraction of S.
+        protected_share: share of the mutual ids that is never masked.
+        rng: the generator.
+
+    Returns:
+        The :class:`RegionMask`.
+    """
+    num_views, size = view_regions.shape[:2]
+    mutual = region_presence(view_regions, num_ids).all(axis=0)  # (R,)
+    mutual_ids = np.flatnonzero(mutual)
+    protected = np.zeros(num_ids, bool)
+    protected[rng.permutation(mutual_ids)[: round(protected_share * len(mutual_ids))]] = True
+
+    max_side = math.floor(mask_ratio * size)
+    sides = rng.integers(1, max(max_side, 1) + 1, size=(num_views, 2)) * (max_side >= 1)  # (M, 2)
+    starts = (rng.random((num_views, 2)) * (size - sides + 1)).astype(np.int64)  # (M, 2)
+    rects = np.concatenate([starts, starts + sides], axis=1)  # (M, 4)
+    index = np.arange(size)
+    in_rows = (index[None, :] >= rects[:, :1]) & (index[None, :] < rects[:, 2:3])  # (M, S)
+    in_cols = (index[None, :] >= rects[:, 1:2]) & (index[None, :] < rects[:, 3:4])  # (M, S)
+    in_rect = in_rows[:, :, None] & in_cols[:, None, :]  # (M, S, S)
+
+    touched = region_presence(np.where(in_rect, view_regions, -1), num_ids)  # (M, R)
+    masked_ids = touched & ~protected[None, :]  # (M, R)
+    lookup = np.concatenate([np.zeros((num_views, 1), bool), masked_ids], axis=1)  # (M, R + 1)
+    offsets = np.arange(num_views)[:, None, None] * (num_ids + 1)
+    masked = lookup.ravel()[view_regions + 1 + offsets]  # (M, S, S)
+    kept = np.logical_and(mutual, ~masked_ids.any(axis=0))
+    return RegionMask(masked=masked, kept=kept, protected=protected, rects=rects)
+
+
+def relabel_mutual(view_regions: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map the kept ids to ``0..R'-1`` (in increasing input order), everything else to -1.
+
+    Args:
+        view_regions: (M, S, S) ids in ``-1..R-1``.
+        kept: (R,) bool.
+
+    Returns:
+        (M, S, S) int64 relabelled ids and (R',) int64 input id of each output id.
+    """
+    source_ids = np.flatnonzero(kept)
+    lookup = np.full(len(kept) + 1, -1, np.int64)
+    lookup[source_ids + 1] = np.arange(len(source_ids))
+    return lookup[view_regions + 1], source_ids
+
+
+def _blend(image: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """``ratio * image + (1 - ratio) * other`` clamped to [0, 1] (torchvision's blend, per view)."""
+    return (ratio * image + (1 - ratio) * other).clamp_(0, 1)
+
+
+def adjust_brightness(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Per-view brightness: image (n, 3, S, S) in [0, 1], factor (n,)."""
+    return (image * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Per-view contrast: blend with the mean grey level. image (n, 3, S, S), factor (n,)."""
+    mean = TF.rgb_to_grayscale(image).mean(dim=(-3, -2, -1), keepdim=True)  # (n, 1, 1, 1)
+    return _blend(image, mean, factor.view(-1, 1, 1, 1))
+
+
+def adjust_saturation(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Per-view saturation: blend with the grey image. image (n, 3, S, S), factor (n,)."""
+    return _blend(image, TF.rgb_to_grayscale(image), factor.view(-1, 1, 1, 1))
+
+
+#: HSV -> RGB: channel c is ``v - v s clamp(min(k, 4 - k), 0, 1)`` with ``k = (n_c + 6 h) mod 6``.
+_HSV_CHANNEL_OFFSETS = (5.0, 3.0, 1.0)
+
+
+def adjust_hue(image: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per-view hue rotation in HSV space. image (n, 3, S, S) in [0, 1], shift (n,) in [-0.5, 0.5]."""
+    value, argmax = image.max(dim=1)  # (n, S, S)
+    delta = value - image.min(dim=1).values  # (n, S, S)
+    safe_delta = torch.where(delta > 0, delta, torch.ones_like(delta))
+    red, green, blue = image.unbind(dim=1)
+    hue = torch.where(
+        argmax == 0,
+        (green - blue) / safe_delta,
+        torch.where(argmax == 1, (blue - red) / safe_delta + 2, (red - green) / safe_delta + 4),
+    )
+    hue = torch.remainder(hue / 6 + shift.view(-1, 1, 1), 1.0)  # (n, S, S)
+    chroma = delta  # = v * s
+    offsets = torch.tensor(_HSV_CHANNEL_OFFSETS, dtype=image.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(offsets + 6 * hue[:, None], 6.0)  # (n, 3, S, S)
+    return value[:, None] - chroma[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-view separable Gaussian blur with reflect padding (kernel ``BLUR_KERNEL_SIZE``).
+
+    Args:
+        image: (n, 3, S, S).
+        sigma: (n,) standard deviations in pixels.
+
+    Returns:
+        (n, 3, S, S).
+    """
+    num, channels, height, width = image.shape
+    half = BLUR_KERNEL_SIZE // 2
+    taps = torch.arange(-half, half + 1, dtype=image.dtype)  # (k,)
+    kernel = torch.softmax(-0.5 * (taps[None, :] / sigma[:, None]) ** 2, dim=1)  # (n, k)
+    kernel = kernel.repeat_interleave(channels, dim=0)  # (n*3, k)
+    flat = image.reshape(1, num * channels, height, width)  # (1, n*3, S, S)
+    flat = F.pad(flat, (half, half, half, half), mode="reflect")
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=num * channels)  # vertical
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=num * channels)  # horizontal
+    return flat.reshape(num, channels, height, width)  # (n, 3, S, S)
+
+
+_JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def photometric(
+    pixels: torch.Tensor,
+    color_strength: float,
+    grayscale_prob: float,
+    blur_prob: float,
+    rng: np.random.Generator,
+) -> torch.Tensor:
+    """SimCLR colour distortion and Gaussian blur, with independent parameters per view.
+
+    Colour jitter (p = 0.8) applies brightness, contrast, saturation (factors U(1 - 0.8s, 1 + 0.8s))
+    and hue (shift U(-0.2s, 0.2s)) in a random order per view; then grayscale (p = grayscale_prob),
+    then blur (p = blur_prob, sigma U(0.1, 2)). Every parameter is drawn every call, so the
+    generator advances by the same amount whatever is applied.
+
+    Args:
+        pixels: (M, 3, S, S) in [0, 1].
+        color_strength: s.
+        grayscale_prob: probability of converting a view to grey.
+        blur_prob: probability of blurring a view.
+        rng: the generator.
+
+    Returns:
+        (M, 3, S, S) in [0, 1].
+    """
+    num_views = pixels.shape[0]
+    spread = JITTER_SCALE * color_strength
+    jitter = rng.random(num_views) < JITTER_PROB
+    factors = np.stack(
+        [
+            rng.uniform(max(0.0, 1 - spread), 1 + spread, size=num_views),
+            rng.uniform(max(0.0, 1 - spread), 1 + spread, size=num_views),
+            rng.uniform(max(0.0, 1 - spread), 1 + spread, size=num_views),
+            rng.uniform(-HUE_SCALE * color_strength, HUE_SCALE * color_strength, size=num_views),
+        ]
+    )  # (4, M)
+    order = np.argsort(rng.random((num_views, 4)), axis=1)  # (M, 4) a permutation per view
+    grey = rng.random(num_views) < grayscale_prob
+    blur = rng.random(num_views) < blur_prob
+    sigma = rng.uniform(*BLUR_SIGMA_RANGE, size=num_views)
+
+    out = pixels.clone()
+    for position in range(4):
+        for op_index, op in enumerate(_JITTER_OPS):
+            chosen = torch.from_numpy(jitter & (order[:, position] == op_index))
+            if chosen.any():
+                out[chosen] = op(out[chosen], torch.from_numpy(factors[op_index]).float()[chosen])
+    chosen = torch.from_numpy(grey)
+    if chosen.any():
+        out[chosen] = TF.rgb_to_grayscale(out[chosen], num_output_channels=3)
+    chosen = torch.from_numpy(blur)
+    if chosen.any():
+        out[chosen] = gaussian_blur(out[chosen], torch.from_numpy(sigma).float()[chosen])
+    return out
+
+
+def make_views(image: np.ndarray, regions: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> ViewSet:
+    """Algorithm 1 for one image: M views sharing at least one unmasked region.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        regions: (H, W) integer ids ``0..R-1``.
+        cfg: the view config.
+        rng: the generator; the output is a function of its state.
+
+    Returns:
+        The :class:`ViewSet`.
+
+    Raises:
+        NoMutualRegionsError: no region is present in all views after ``cfg.max_resample`` attempts.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+    if regions.shape != image.shape[:2]:
+        raise ValueError(
+            f"region map is {regions.shape} but the image is {image.shape[:2]}: decompose the same image"
+        )
+    if regions.min() < 0:
+        raise ValueError("region map has negative ids: decompose() returns ids 0..R-1 covering every pixel")
+    size = cfg.view_size
+    num_ids = int(regions.max()) + 1
+    probability = centre_probability(image)
+    for _ in range(cfg.max_resample):
+        centre = sample_centre(probability, rng)
+        boxes = sample_boxes(
+            centre, regions.shape, cfg.num_views, size, (cfg.resize_range[0], cfg.resize_range[1]), rng
+        )
+        flips = rng.random(cfg.num_views) < cfg.flip_prob
+        ys, xs = source_coordinates(boxes, flips, size)
+        view_regions = crop_regions(regions, ys, xs)
+        mask = sample_mask(view_regions, num_ids, cfg.mask_ratio, cfg.mask_protected_share, rng)
+        if mask.kept.any():
+            break
+    else:
+        raise NoMutualRegionsError(
+            f"no region is shared by all {cfg.num_views} views after views.max_resample={cfg.max_resample} "
+            f"attempts (image {image.shape[0]}x{image.shape[1]}, {num_ids} regions): raise "
+            "views.max_resample, lower views.mask_ratio or use larger regions"
+        )
+    relabelled, source_ids = relabel_mutual(view_regions, mask.kept)
+
+    pixels = crop_pixels(image, ys, xs)  # (M, 3, S, S)
+    if cfg.photometric:
+        pixels = photometric(pixels, cfg.color_strength, cfg.grayscale_prob, cfg.blur_prob, rng)
+    views = TF.normalize(pixels, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    masked_pixels = torch.from_numpy(mask.masked)
+    noise = rng.uniform(-1.0, 1.0, size=(int(mask.masked.sum()), 3))
+    views.permute(0, 2, 3, 1)[masked_pixels] = torch.from_numpy(noise).float()
+    return ViewSet(
+        views=views.contiguous(),
+        regions=torch.from_numpy(relabelled),
+        num_regions=len(source_ids),
+        source_ids=source_ids,
+        centre=centre,
+        boxes=boxes,
+        flips=flips,
+        mask_boxes=mask.rects,
+        masked=masked_pixels,
+    )
