@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet
 
-#: Output strides a backbone can be built at, and which of (layer2, layer3, layer4) keep their stride.
+#: Output strides a backbone can be built at -> which of (layer2, layer3, layer4) trade stride for dilation.
 OUTPUT_STRIDES = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}
 
 #: name -> (torchvision builder, channels of c2..c5, uses Bottleneck blocks (torchvision can dilate them)).
