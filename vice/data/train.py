@@ -1,0 +1,198 @@
+"""Training data: images -> regions -> M views per image -> batches of views.
+
+The views of image ``i`` in epoch ``e`` are a function of ``(seed, e, i)`` only, so they do not
+depend on the number of DataLoader workers, on which worker draws them, or on the order of draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from vice.config import Config, RegionConfig, ViewConfig
+from vice.data.folder import ImageFolder
+from vice.data.synthetic import synthetic_split
+from vice.regions import RegionCache, decompose_cached
+from vice.views import NoMutualRegionsError, ViewSet, make_views
+
+#: Datasets with labels on disk; training ignores the labels (built by ``vice.data.labelled``).
+LABELLED_TRAIN_DATASETS = ("cocostuff", "cityscapes", "labelled_folder")
+
+
+class ImageSource(Protocol):
+    """Anything indexable that yields ``(image (H, W, 3) uint8 RGB, label or None)``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]: ...
+
+
+@dataclass(frozen=True)
+class ViewBatch:
+    """B images x M views, image-major: flat index ``b * M + m``.
+
+    Attributes:
+        views: (B*M, 3, S, S) float32 normalized views.
+        regions: (B*M, S, S) int64 mutual region ids ``0..R_b-1`` of image b, -1 = ignore.
+        num_regions: (B,) int64 mutual regions per image, R_b.
+    """
+
+    views: torch.Tensor
+    regions: torch.Tensor
+    num_regions: torch.Tensor
+
+    def pin_memory(self) -> ViewBatch:
+        """Page-locked copy (called by the DataLoader when ``pin_memory=True``)."""
+        return ViewBatch(self.views.pin_memory(), self.regions.pin_memory(), self.num_regions.pin_memory())
+
+
+def collate_views(sets: Sequence[ViewSet]) -> ViewBatch:
+    """Stack the views of B images, image-major.
+
+    Args:
+        sets: B view sets with the same M and S.
+
+    Returns:
+        The :class:`ViewBatch`; rows ``b*M .. b*M + M - 1`` are the views of ``sets[b]``.
+    """
+    shapes = {tuple(s.views.shape) for s in sets}
+    if len(shapes) != 1:
+        raise ValueError(f"view sets differ in shape {sorted(shapes)}: all images need the same views config")
+    return ViewBatch(
+        views=torch.cat([s.views for s in sets]),  # (B*M, 3, S, S)
+        regions=torch.cat([s.regions for s in sets]),  # (B*M, S, S)
+        num_regions=torch.tensor([s.num_regions for s in sets], dtype=torch.int64),  # (B,)
+    )
+
+
+class ViewDataset(Dataset[ViewSet]):
+    """The M views of every image of ``base``; item i of epoch e is fixed by ``(seed, e, i)``.
+
+    The epoch lives in shared memory, so :meth:`set_epoch` in the main process reaches persistent
+    DataLoader workers; call it before iterating the epoch. :meth:`sample` takes the epoch
+    explicitly (for samplers that yield ``(epoch, index)`` keys).
+
+    Args:
+        base: the images.
+        region_cfg: how images are decomposed.
+        view_cfg: how views are generated.
+        seed: the augmentation seed.
+        cache: the decomposition cache, or None to decompose every time.
+    """
+
+    def __init__(
+        self,
+        base: ImageSource,
+        region_cfg: RegionConfig,
+        view_cfg: ViewConfig,
+        seed: int,
+        cache: RegionCache | None = None,
+    ) -> None:
+        self.base = base
+        self.region_cfg = region_cfg
+        self.view_cfg = view_cfg
+        self.seed = seed
+        self.cache = cache
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch that :meth:`__getitem__` draws views for."""
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the views of ``epoch`` from now on (in every worker)."""
+        if epoch < 0:
+            raise ValueError(f"epoch={epoch} is invalid: >= 0")
+        self._epoch.fill_(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def sample(self, index: int, epoch: int) -> ViewSet:
+        """The views of image ``index`` in ``epoch``."""
+        image = self.base[index][0]
+        regions = decompose_cached(image, self.region_cfg, self.cache)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        try:
+            return make_views(image, regions, self.view_cfg, rng)
+        except NoMutualRegionsError as err:
+            raise NoMutualRegionsError(f"image {index} of {type(self.base).__name__}: {err}") from err
+
+    def __getitem__(self, index: int) -> ViewSet:
+        return self.sample(index, self.epoch)
+
+
+def build_image_source(cfg: Config) -> ImageSource:
+    """The images ``cfg.data`` names (labels, if any, are ignored by training)."""
+    data = cfg.data
+    if data.name == "synthetic":
+        height, width = data.image_size
+        return synthetic_split(data.split, data.num_images, (height, width))
+    if data.root is None:
+        raise ValueError(f"data.root is not set: data.name={data.name!r} needs the dataset directory")
+    if data.name == "folder":
+        return ImageFolder(data.root)
+    if data.name in LABELLED_TRAIN_DATASETS:
+        from vice.data.labelled import build_labelled_dataset
+
+        return build_labelled_dataset(data.name, data.root, data.split, data.split_set)
+    raise ValueError(
+        f"data.name={data.name!r} is invalid: one of ('synthetic', 'folder', *{LABELLED_TRAIN_DATASETS})"
+    )
+
+
+def build_train_dataset(cfg: Config) -> ViewDataset:
+    """The :class:`ViewDataset` of ``cfg`` (data source, regions, views, seed, region cache)."""
+    cache = RegionCache(cfg.regions.cache_dir) if cfg.regions.cache_dir else None
+    return ViewDataset(build_image_source(cfg), cfg.regions, cfg.views, cfg.seed, cache)
+
+
+def _single_threaded_worker(worker_id: int) -> None:
+    """Keep OpenCV to one thread per DataLoader worker (the workers are the parallelism)."""
+    cv2.setNumThreads(1)
+
+
+def build_train_loader(cfg: Config, rank: int, world_size: int) -> DataLoader[ViewSet]:
+    """Shuffled, epoch-seeded batches of ``cfg.data.batch_size`` images (x M views) for one rank.
+
+    A :class:`DistributedSampler` (also for one rank) makes the image order a function of
+    ``(cfg.seed, epoch)``; call :func:`set_loader_epoch` before each epoch.
+    """
+    dataset = build_train_dataset(cfg)
+    batch_size = cfg.data.batch_size
+    if len(dataset) < batch_size * world_size:
+        raise ValueError(
+            f"the dataset has {len(dataset)} images, fewer than one global batch "
+            f"(data.batch_size={batch_size} x world size {world_size}): lower data.batch_size"
+        )
+    sampler: DistributedSampler[int] = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    on_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_views,
+        pin_memory=on_cuda,
+        drop_last=True,
+        persistent_workers=workers > 0,
+        worker_init_fn=_single_threaded_worker if workers > 0 else None,
+    )
+
+
+def set_loader_epoch(loader: DataLoader[ViewSet], epoch: int) -> None:
+    """Set the image order and the view augmentations of ``loader`` to ``epoch``."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if isinstance(loader.dataset, ViewDataset):
+        loader.dataset.set_epoch(epoch)
