@@ -23,6 +23,7 @@ from vice.views import (
     region_presence,
     relabel_mutual,
     sample_boxes,
+    sample_centre,
     sample_mask,
     source_coordinates,
 )
@@ -59,6 +60,15 @@ def test_centre_probability_floor_and_edges():
     assert prob.max() / prob.min() == pytest.approx((1 + CENTRE_FLOOR) / CENTRE_FLOOR)
     assert set(np.unravel_index(prob.argmax(), prob.shape)[1].ravel()) <= {13, 14, 15, 16}
     assert prob[:, 0].max() == pytest.approx(prob.min())
+
+
+def test_centre_is_drawn_from_the_probability_map():
+    prob = np.zeros((4, 5))
+    prob[1, 3], prob[2, 0] = 0.25, 0.75
+    rng = np.random.default_rng(0)
+    draws = [sample_centre(prob, rng) for _ in range(2000)]
+    assert set(draws) == {(1, 3), (2, 0)}
+    assert abs(draws.count((1, 3)) / 2000 - 0.25) < 0.04  # 4 standard deviations
 
 
 def test_boxes_contain_the_centre_and_fit_the_image():

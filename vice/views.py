@@ -96,7 +96,8 @@ def centre_probability(image: np.ndarray) -> np.ndarray:
 
 def sample_centre(probability: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
     """Draw one pixel ``(y, x)`` from a (H, W) probability map."""
-    flat = int(rng.choice(probability.size, p=probability.ravel()))
+    cdf = np.cumsum(probability.ravel())  # (H*W,)
+    flat = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probability.size - 1)
     y, x = divmod(flat, probability.shape[1])
     return y, x
 
