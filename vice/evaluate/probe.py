@@ -43,7 +43,8 @@ def fit_probe(
         lr: peak learning rate (poly decay to 0).
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
-        batch_pixels: pixels per iteration, drawn uniformly with replacement.
+        batch_pixels: pixels per iteration, drawn uniformly with replacement (at most the number
+            of labelled pixels).
         seed: seed of the pixel draws.
 
     Returns:
@@ -58,6 +59,7 @@ def fit_probe(
         nn.init.zeros_(parameter)
     optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator(device=features.device).manual_seed(seed)
+    batch_pixels = min(batch_pixels, y.numel())
     weight = probe.weight.view(num_classes, -1)  # (num_classes, D), shares storage with the conv
     for step in tqdm(range(steps), desc="linear probe", leave=False, disable=None):
         for group in optimizer.param_groups:

@@ -1,0 +1,166 @@
+"""``vice-eval``: the Hydra app that evaluates a run's latest checkpoint (and the baselines).
+
+Usage: ``vice-eval experiment=demo`` (or any ``run_dir=...``) evaluates the newest checkpoint in
+``run_dir/checkpoints`` on ``eval.dataset`` (default: ``data.name``) and writes ``metrics.json`` and the
+pictures to ``run_dir/eval``. Without a checkpoint, the network is evaluated at random init.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+from tabulate import tabulate
+from torch import nn
+
+from vice.config import Config
+from vice.data.labelled import LabelledDataset, build_labelled_dataset
+from vice.evaluate.embed import Decomposer
+from vice.evaluate.run import MODEL_PREFIX, RANDOM_PREFIX, RGB_PREFIX, eval_tags, evaluate
+
+log = logging.getLogger(__name__)
+
+#: Sub-folder of ``run_dir`` that receives ``metrics.json`` and the pictures.
+EVAL_DIR = "eval"
+PIPELINE_NAMES = {MODEL_PREFIX: "model", RANDOM_PREFIX: "random init", RGB_PREFIX: "raw colours"}
+
+
+def eval_datasets(cfg: Config) -> tuple[LabelledDataset, LabelledDataset]:
+    """The (train, val) labelled datasets named by ``eval.dataset``/``eval.root`` (default: ``data.*``)."""
+    name = cfg.eval.dataset or cfg.data.name
+    root = cfg.eval.root or cfg.data.root
+    train_set, eval_set = (
+        build_labelled_dataset(
+            name,
+            root,
+            split,
+            cfg.data.split_set,
+            num_images=cfg.data.num_images,
+            image_size=cfg.data.image_size,
+        )
+        for split in ("train", "val")
+    )
+    return train_set, eval_set
+
+
+def eval_decomposer(cfg: Config) -> Decomposer | None:
+    """The superpixel decomposition of ``regions.*`` when ``eval.superpixel_pool`` is on, else None."""
+    if not cfg.eval.superpixel_pool:
+        return None
+    from vice.regions import decompose
+
+    return functools.partial(decompose, cfg=cfg.regions)
+
+
+def build_evaluator(
+    cfg: Config, out_dir: str | Path | None = None
+) -> Callable[[nn.Module, int], dict[str, float]]:
+    """An ``(embedder, step) -> metrics`` hook for the trainer's intermediate evaluations.
+
+    The datasets are built once; the embedder's train/eval mode is restored after each call.
+    """
+    from vice.train import resolve_device
+
+    train_set, eval_set = eval_datasets(cfg)
+    device = resolve_device(cfg.train.device)
+
+    def evaluator(embedder: nn.Module, step: int) -> dict[str, float]:
+        was_training = embedder.training
+        metrics = evaluate(
+            embedder,
+            cfg.eval,
+            train_set,
+            eval_set,
+            model_cfg=cfg.model,
+            decompose=eval_decomposer(cfg),
+            device=device,
+            out_dir=None if out_dir is None else Path(out_dir) / f"step_{step:08d}",
+            seed=cfg.seed,
+            split_set=cfg.data.split_set,
+            amp=cfg.train.amp,
+            num_workers=cfg.data.num_workers,
+        )
+        embedder.train(was_training)
+        return metrics
+
+    return evaluator
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """The metrics as a table: one row per pipeline (model, random init, raw colours), percent values."""
+    rows: dict[str, dict[str, str]] = {}
+    for prefix in (RANDOM_PREFIX, RGB_PREFIX, MODEL_PREFIX):
+        stems = {
+            key[len(f"eval/{prefix}") :]: value
+            for key, value in metrics.items()
+            if key.startswith(f"eval/{prefix}")
+            and key.endswith(("_miou", "_acc"))
+            and (prefix or not key.startswith("eval/baseline_"))
+        }
+        if stems:
+            rows[PIPELINE_NAMES[prefix]] = {stem: f"{100 * value:.2f}" for stem, value in stems.items()}
+    columns = list(dict.fromkeys(stem for row in rows.values() for stem in row))
+    table = [[name, *(row.get(column, "-") for column in columns)] for name, row in rows.items()]
+    return tabulate(table, headers=["", *columns])
+
+
+def run_eval(cfg: Config) -> dict[str, float]:
+    """Evaluate the newest checkpoint of ``cfg.run_dir`` (random init if none) and write the report."""
+    from vice.checkpoint import list_checkpoints
+    from vice.train import resolve_device
+
+    train_set, eval_set = eval_datasets(cfg)
+    checkpoints = list_checkpoints(cfg.run_dir)
+    model: nn.Module | Path
+    if checkpoints:
+        model = checkpoints[-1]
+        log.info("evaluating %s", model)
+    else:
+        from vice.model import build_model
+
+        log.warning("no checkpoint in %s/checkpoints: evaluating the network at random init", cfg.run_dir)
+        model = build_model(cfg.model)
+    out_dir = Path(cfg.run_dir) / EVAL_DIR
+    metrics = evaluate(
+        model,
+        cfg.eval,
+        train_set,
+        eval_set,
+        model_cfg=cfg.model,
+        decompose=eval_decomposer(cfg),
+        device=resolve_device(cfg.train.device),
+        out_dir=out_dir,
+        seed=cfg.seed,
+        split_set=cfg.data.split_set,
+        amp=cfg.train.amp,
+        num_workers=cfg.data.num_workers,
+    )
+    tags = eval_tags(cfg.eval, eval_set.name, cfg.data.split_set, "eval")
+    print(", ".join(f"{key}={value}" for key, value in tags.items()))
+    print(format_table(metrics))
+    print(f"metrics and pictures in {out_dir}")
+    return metrics
+
+
+def main() -> None:
+    """Hydra entry point (``vice-eval``, ``python -m vice.evaluate``) over ``sweeps/config.yaml``."""
+    import hydra
+
+    from vice.app import SWEEPS_DIR
+    from vice.config import register_schema, to_config, validate
+
+    register_schema()
+
+    @hydra.main(version_base="1.3", config_path=str(SWEEPS_DIR), config_name="config")
+    def _main(raw: DictConfig) -> None:
+        cfg = to_config(raw)
+        validate(cfg)
+        if not cfg.eval.enabled:
+            log.warning("eval.enabled=false: nothing to do")
+            return
+        run_eval(cfg)
+
+    _main()
