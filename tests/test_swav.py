@@ -66,7 +66,7 @@ def test_queue_rows_enter_sinkhorn_but_not_the_loss():
     means = torch.randn(2, 6, 4)
     queue = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
     loss_q, codes_q = swav_region_loss(means, protos, 0.1, 0.05, 3, queue)
-    loss_0, codes_0 = swav_region_loss(means, protos, 0.1, 0.05, 3)
+    _, codes_0 = swav_region_loss(means, protos, 0.1, 0.05, 3)
     assert codes_q.shape == (6, 3)
     assert not torch.allclose(codes_q, codes_0)  # the queue changes the equipartition
     assert torch.isfinite(loss_q)

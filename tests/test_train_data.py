@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from vice.config import Config, DataConfig, RegionConfig, ViewConfig
 from vice.data.folder import ImageFolder
@@ -15,7 +15,6 @@ from vice.data.train import (
     build_train_dataset,
     build_train_loader,
     collate_views,
-    set_loader_epoch,
 )
 from vice.regions import RegionCache
 from vice.views import NoMutualRegionsError, ViewSet
@@ -65,36 +64,24 @@ def test_collate_rejects_mixed_shapes():
 
 def test_items_depend_on_seed_epoch_and_index_only():
     ds = tiny_dataset()
-    first = ds[2]
+    first = ds[0, 2]
     again = tiny_dataset().sample(2, 0)
     assert torch.equal(first.views, again.views) and torch.equal(first.regions, again.regions)
-    ds.set_epoch(1)
-    assert ds.epoch == 1
-    assert not torch.equal(ds[2].views, first.views)
-    assert torch.equal(ds[2].views, tiny_dataset().sample(2, 1).views)
+    assert not torch.equal(ds[1, 2].views, first.views)
+    assert torch.equal(ds[1, 2].views, tiny_dataset().sample(2, 1).views)
     assert first.views.shape == (3, 3, 24, 24)
     assert first.num_regions == int(first.regions.max()) + 1
 
 
 def loader_batches(ds: ViewDataset, workers: int, epochs: list[int]) -> list[ViewBatch]:
-    loader = DataLoader(
-        ds,
-        batch_size=2,
-        sampler=[4, 0, 5, 1],
-        num_workers=workers,
-        collate_fn=collate_views,
-        persistent_workers=workers > 0,
-    )
-    batches = []
-    for epoch in epochs:
-        ds.set_epoch(epoch)
-        batches.extend(loader)
-    return batches
+    keys = [[(epoch, i) for i in pair] for epoch in epochs for pair in ([4, 0], [5, 1])]
+    loader = DataLoader(ds, batch_sampler=keys, num_workers=workers, collate_fn=collate_views)
+    return list(loader)
 
 
 def test_same_batches_with_zero_or_two_workers_across_epochs():
     serial = loader_batches(tiny_dataset(), 0, [0, 1])
-    parallel = loader_batches(tiny_dataset(), 2, [0, 1])  # persistent workers see set_epoch
+    parallel = loader_batches(tiny_dataset(), 2, [0, 1])
     assert len(serial) == len(parallel) == 4
     for a, b in zip(serial, parallel, strict=True):
         assert torch.equal(a.views, b.views)
@@ -104,10 +91,10 @@ def test_same_batches_with_zero_or_two_workers_across_epochs():
 
 
 def test_cached_regions_give_the_same_views(tmp_path):
-    plain = tiny_dataset()[1]
+    plain = tiny_dataset()[0, 1]
     cached_ds = tiny_dataset(RegionCache(tmp_path))
-    cached_ds[1]
-    cached = cached_ds[1]
+    cached_ds[0, 1]
+    cached = cached_ds[0, 1]
     assert torch.equal(plain.views, cached.views) and torch.equal(plain.regions, cached.regions)
     assert len(list(tmp_path.rglob("*.npz"))) == 1
 
@@ -116,7 +103,7 @@ def test_no_mutual_region_error_names_the_image():
     views = ViewConfig(num_views=3, view_size=24, mask_ratio=1.0, mask_protected_share=0.0, max_resample=2)
     ds = ViewDataset(SyntheticScenes(3, (32, 32)), RegionConfig(method="grid", region_size=64), views, seed=0)
     with pytest.raises(NoMutualRegionsError, match="image 2 of SyntheticScenes"):
-        ds[2]
+        ds[0, 2]
 
 
 def small_config(**data) -> Config:
@@ -130,9 +117,9 @@ def small_config(**data) -> Config:
 
 def test_build_train_loader_batches_and_shards():
     cfg = small_config()
-    loader = build_train_loader(cfg, rank=0, world_size=1)
-    assert isinstance(loader.sampler, DistributedSampler)
-    assert len(loader) == 5
+    cfg.train.max_steps = 7
+    loader = build_train_loader(cfg, rank=0, world_size=1, start_step=0)
+    assert len(loader) == 7
     batch = next(iter(loader))
     assert batch.views.shape == (2 * 3, 3, 24, 24)
     assert batch.regions.shape == (6, 24, 24)
@@ -141,13 +128,13 @@ def test_build_train_loader_batches_and_shards():
     for b in range(2):
         ids = batch.regions[b * 3 : (b + 1) * 3]
         assert int(ids.max()) + 1 == int(batch.num_regions[b])
-    ranks = [list(build_train_loader(cfg, rank, 2).sampler) for rank in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == 5
-    assert not set(ranks[0]) & set(ranks[1])
-    set_loader_epoch(loader, 3)
-    assert loader.sampler.epoch == 3 and loader.dataset.epoch == 3
+    ranks = [list(build_train_loader(cfg, rank, 2, 0).batch_sampler) for rank in (0, 1)]
+    epoch0 = [{k for batch in r[:2] for k in batch} for r in ranks]  # 10 images / (2 x 2) = 2 steps per epoch
+    assert len(epoch0[0]) == len(epoch0[1]) == 4 and not epoch0[0] & epoch0[1]
+    resumed = list(build_train_loader(cfg, 1, 2, start_step=3).batch_sampler)
+    assert resumed == ranks[1][3:]
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        build_train_loader(small_config(num_images=3), 0, 2)
+        build_train_loader(small_config(num_images=3), 0, 2, 0)
 
 
 def test_build_train_dataset_dispatches(tmp_path):

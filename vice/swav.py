@@ -63,6 +63,9 @@ class RegionQueue(nn.Module):
         embed_dim: D.
     """
 
+    embeddings: torch.Tensor
+    filled: torch.Tensor
+
     def __init__(self, length: int, embed_dim: int) -> None:
         super().__init__()
         self.register_buffer("embeddings", torch.zeros(length, embed_dim))

@@ -13,10 +13,11 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from vice.config import Config, RegionConfig, ViewConfig
 from vice.data.folder import ImageFolder
+from vice.data.sampler import ResumableBatchSampler
 from vice.data.synthetic import synthetic_split
 from vice.regions import RegionCache, decompose_cached
 from vice.views import NoMutualRegionsError, ViewSet, make_views
@@ -74,9 +75,8 @@ def collate_views(sets: Sequence[ViewSet]) -> ViewBatch:
 class ViewDataset(Dataset[ViewSet]):
     """The M views of every image of ``base``; item i of epoch e is fixed by ``(seed, e, i)``.
 
-    The epoch lives in shared memory, so :meth:`set_epoch` in the main process reaches persistent
-    DataLoader workers; call it before iterating the epoch. :meth:`sample` takes the epoch
-    explicitly (for samplers that yield ``(epoch, index)`` keys).
+    Items are indexed by ``(epoch, index)`` keys (see :class:`vice.data.sampler.ResumableBatchSampler`),
+    so DataLoader workers share no epoch state and a resumed run draws the same views.
 
     Args:
         base: the images.
@@ -99,18 +99,6 @@ class ViewDataset(Dataset[ViewSet]):
         self.view_cfg = view_cfg
         self.seed = seed
         self.cache = cache
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    @property
-    def epoch(self) -> int:
-        """The epoch that :meth:`__getitem__` draws views for."""
-        return int(self._epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the views of ``epoch`` from now on (in every worker)."""
-        if epoch < 0:
-            raise ValueError(f"epoch={epoch} is invalid: >= 0")
-        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -125,8 +113,9 @@ class ViewDataset(Dataset[ViewSet]):
         except NoMutualRegionsError as err:
             raise NoMutualRegionsError(f"image {index} of {type(self.base).__name__}: {err}") from err
 
-    def __getitem__(self, index: int) -> ViewSet:
-        return self.sample(index, self.epoch)
+    def __getitem__(self, key: tuple[int, int]) -> ViewSet:  # type: ignore[override]
+        epoch, index = key
+        return self.sample(index, epoch)
 
 
 def build_image_source(cfg: Config) -> ImageSource:
@@ -159,40 +148,24 @@ def _single_threaded_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
-def build_train_loader(cfg: Config, rank: int, world_size: int) -> DataLoader[ViewSet]:
-    """Shuffled, epoch-seeded batches of ``cfg.data.batch_size`` images (x M views) for one rank.
+def build_train_loader(cfg: Config, rank: int, world_size: int, start_step: int) -> DataLoader[ViewBatch]:
+    """Batches for steps ``start_step .. cfg.train.max_steps - 1`` of this rank.
 
-    A :class:`DistributedSampler` (also for one rank) makes the image order a function of
-    ``(cfg.seed, epoch)``; call :func:`set_loader_epoch` before each epoch.
+    The batch of a step depends only on (seed, step, rank), so a resumed run sees exactly the
+    batches the uninterrupted run would have seen, whatever ``data.num_workers`` is.
     """
     dataset = build_train_dataset(cfg)
-    batch_size = cfg.data.batch_size
-    if len(dataset) < batch_size * world_size:
-        raise ValueError(
-            f"the dataset has {len(dataset)} images, fewer than one global batch "
-            f"(data.batch_size={batch_size} x world size {world_size}): lower data.batch_size"
-        )
-    sampler: DistributedSampler[int] = DistributedSampler(
-        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+    sampler = ResumableBatchSampler(
+        len(dataset), cfg.data.batch_size, cfg.seed, rank, world_size, start_step, cfg.train.max_steps
     )
     on_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
     workers = cfg.data.num_workers
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
+        dataset,  # type: ignore[arg-type]
+        batch_sampler=sampler,
         collate_fn=collate_views,
+        num_workers=workers,
         pin_memory=on_cuda,
-        drop_last=True,
-        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
         worker_init_fn=_single_threaded_worker if workers > 0 else None,
     )
-
-
-def set_loader_epoch(loader: DataLoader[ViewSet], epoch: int) -> None:
-    """Set the image order and the view augmentations of ``loader`` to ``epoch``."""
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    if isinstance(loader.dataset, ViewDataset):
-        loader.dataset.set_epoch(epoch)

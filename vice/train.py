@@ -1,0 +1,333 @@
+"""The regional SwAV trainer: the one job every sweep runs (``vice-train`` / ``python -m vice.train``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from torch import nn
+
+from vice.checkpoint import load_latest, save_checkpoint
+from vice.config import Config, validate
+from vice.pooling import region_means
+from vice.swav import Prototypes, RegionQueue, swav_region_loss
+from vice.tracking import NullLogger, RunLogger
+
+log = logging.getLogger(__name__)
+
+#: An evaluation hook: (embedder, step) -> metrics. It may raise to stop the run (e.g. pruning).
+Evaluator = Callable[[nn.Module, int], dict[str, float]]
+
+
+class RegionalSwav(nn.Module):
+    """Embedder + prototypes; ``forward`` is one whole training loss, so DDP sees every parameter.
+
+    Args:
+        embedder: (B*M, 3, S, S) views -> (B*M, D, S, S) L2-normalized embedding maps.
+        prototypes: the K prototypes.
+        temperature: tau.
+        sinkhorn_epsilon: Sinkhorn regularization.
+        sinkhorn_iterations: Sinkhorn rounds.
+    """
+
+    def __init__(
+        self,
+        embedder: nn.Module,
+        prototypes: Prototypes,
+        temperature: float,
+        sinkhorn_epsilon: float,
+        sinkhorn_iterations: int,
+    ) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.prototypes = prototypes
+        self.temperature = temperature
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.sinkhorn_iterations = sinkhorn_iterations
+
+    def forward(
+        self,
+        views: torch.Tensor,
+        regions: torch.Tensor,
+        num_regions: torch.Tensor,
+        num_views: int,
+        queue: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss of one batch.
+
+        Args:
+            views: (B*M, 3, S, S) normalized views, flat index b*M + m.
+            regions: (B*M, S, S) int64 mutual region ids, -1 = ignore.
+            num_regions: (B,) int64 mutual regions per image.
+            num_views: M.
+            queue: (F, D) queued view-0 embeddings or None.
+
+        Returns:
+            loss (scalar), codes (N, K) of view 0, and the (N, D) normalized view-0 region means
+            (what the queue stores).
+        """
+        embeddings = self.embedder(views)  # (B*M, D, S, S)
+        means = region_means(embeddings, regions, num_regions, num_views)  # (M, N, D)
+        loss, codes = swav_region_loss(
+            means, self.prototypes, self.temperature, self.sinkhorn_epsilon, self.sinkhorn_iterations, queue
+        )
+        z0 = nn.functional.normalize(means[0].detach().float(), dim=-1)  # (N, D)
+        return loss, codes, z0
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run hands to the evaluation."""
+
+    embedder: nn.Module
+    steps: int
+    losses: list[float]  # loss of every step this process ran (rank-local)
+    run_dir: Path
+    resumed_from: int  # step of the checkpoint it resumed from, 0 for a fresh start
+
+
+class GracefulStop:
+    """Turn SIGUSR2/SIGTERM into a flag the loop checks between steps.
+
+    The loop then checkpoints and calls the handler that was installed before (submitit's, which
+    requeues the job); without one it exits with 128 + signal.
+    """
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulStop:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def forward_signal(self) -> None:
+        """Hand the caught signal to the previous handler, or exit."""
+        assert self.signum is not None
+        previous = self._previous.get(self.signum)
+        if callable(previous):
+            previous(self.signum, None)
+        raise SystemExit(128 + self.signum)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error naming the key."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible: use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def _batches(loader: Any) -> Iterator[Any]:
+    yield from loader
+
+
+def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | None = None) -> TrainResult:
+    """Train the regional SwAV model described by ``cfg``, resuming from ``cfg.run_dir`` if possible.
+
+    Args:
+        cfg: the job's full config (validated here again).
+        logger: where per-step metrics go (rank 0 only); None logs nowhere.
+        evaluator: optional hook called every ``train.eval_every`` steps on rank 0.
+
+    Returns:
+        The trained embedder and the step/loss record.
+    """
+    from tqdm import tqdm
+
+    from vice.data.train import build_train_loader
+    from vice.dist import init_distributed, node_process_group
+    from vice.model import build_model
+    from vice.optim import build_optimizer, cosine_lr, param_groups, scaled_lr, set_lr
+
+    validate(cfg)
+    device = resolve_device(cfg.train.device)
+    env = init_distributed(device.type)
+    main_process = env.rank == 0
+    logger = logger if (logger is not None and main_process) else NullLogger()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    s = cfg.swav
+    model = RegionalSwav(
+        build_model(cfg.model),
+        Prototypes(cfg.model.embed_dim, s.num_prototypes),
+        s.temperature,
+        s.sinkhorn_epsilon,
+        s.sinkhorn_iterations,
+    )
+    queue = RegionQueue(s.queue_length, cfg.model.embed_dim) if s.queue_length else None
+    use_cuda = device.type == "cuda"
+    if env.world_size > 1 and cfg.model.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=node_process_group(env))
+    model.to(device)
+    if queue is not None:
+        queue.to(device)
+    if use_cuda and cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    peak_lr = scaled_lr(cfg.optim.base_lr, env.world_size, cfg.optim.base_lr_world_size)
+    optimizer = build_optimizer(
+        param_groups(model, cfg.optim.weight_decay),
+        lr=peak_lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        lars_trust=cfg.optim.lars_trust,
+    )
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if use_cuda else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+
+    start_step = 0
+    state = load_latest(run_dir, map_location=device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if queue is not None and state.get("queue") is not None:
+            queue.load_state_dict(state["queue"])
+        start_step = int(state["step"])
+        log.info("resumed from step %d in %s", start_step, run_dir)
+    if main_process:
+        logger.log_metrics(
+            {"train/peak_lr": peak_lr, "train/world_size": float(env.world_size)}, step=start_step
+        )
+
+    ddp: nn.Module = model
+    if env.world_size > 1:
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[env.local_rank] if use_cuda else None)
+
+    loader = build_train_loader(cfg, env.rank, env.world_size, start_step)
+    num_views = cfg.views.num_views
+    losses: list[float] = []
+    last_path: Path | None = None
+    model.train()
+    bar = tqdm(
+        total=cfg.train.max_steps, initial=start_step, disable=not main_process, desc="train", unit="step"
+    )
+    tick, views_seen = time.perf_counter(), 0
+    step = start_step
+    with GracefulStop() as stop:
+        for batch in _batches(loader):
+            views = batch.views.to(device, non_blocking=True)
+            if use_cuda and cfg.train.channels_last:
+                views = views.contiguous(memory_format=torch.channels_last)
+            regions = batch.regions.to(device, non_blocking=True)
+            num_regions = batch.num_regions.to(device)
+            lr = cosine_lr(
+                step, peak_lr, cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.final_lr_ratio
+            )
+            set_lr(optimizer, lr)
+            use_queue = queue is not None and step >= s.queue_start_step
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                loss, codes, z0 = ddp(
+                    views, regions, num_regions, num_views, queue.contents() if use_queue and queue else None
+                )
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at step {step}; the run stops and keeps its last good checkpoint "
+                    f"({last_path or 'none yet'}). Lower optim.base_lr or swav.sinkhorn_epsilon."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if step < s.freeze_prototypes_steps:
+                model.prototypes.weight.grad = None
+            scaler.step(optimizer)
+            scaler.update()
+            model.prototypes.normalize_()
+            if queue is not None:
+                queue.push(z0)
+            step += 1
+            losses.append(loss.item())
+            views_seen += views.shape[0]
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                elapsed = time.perf_counter() - tick
+                metrics = {
+                    "train/loss": losses[-1],
+                    "train/lr": lr,
+                    "train/views_per_s": views_seen * env.world_size / max(elapsed, 1e-9),
+                    "train/prototype_usage": codes.argmax(1).unique().numel() / s.num_prototypes,
+                    "train/regions_per_image": float(num_regions.float().mean()),
+                }
+                bar.set_postfix(
+                    loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", views_s=f"{metrics['train/views_per_s']:.1f}"
+                )
+                if main_process:
+                    bar.write(
+                        f"step {step:6d}  loss {losses[-1]:.4f}  lr {lr:.3e}  usage {metrics['train/prototype_usage']:.2f}"
+                    )
+                logger.log_metrics(metrics, step=step)
+                tick, views_seen = time.perf_counter(), 0
+            should_save = step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps
+            if should_save or stop.signum is not None:
+                if main_process:
+                    last_path = save_checkpoint(
+                        run_dir, step, _state(step, model, optimizer, scaler, queue, cfg)
+                    )
+            if stop.signum is not None:
+                bar.close()
+                log.warning("signal %d: checkpointed step %d, handing over", stop.signum, step)
+                stop.forward_signal()
+            if (
+                evaluator is not None
+                and cfg.train.eval_every
+                and step % cfg.train.eval_every == 0
+                and main_process
+            ):
+                if step < cfg.train.max_steps:
+                    logger.log_metrics(evaluator(model.embedder, step), step=step)
+    bar.close()
+    return TrainResult(model.embedder, step, losses, run_dir, start_step)
+
+
+def _state(
+    step: int,
+    model: RegionalSwav,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    queue: RegionQueue | None,
+    cfg: Config,
+) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "queue": queue.state_dict() if queue is not None else None,
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+    }
+
+
+def main() -> None:
+    """Hydra entry point; composes ``sweeps/config.yaml`` onto the schema."""
+    from vice.app import run_app
+
+    run_app("train")
+
+
+if __name__ == "__main__":
+    main()
