@@ -127,5 +127,5 @@ def test_protocol_dataset_skips_corrupt_images_only_when_asked():
     assert skipping[1] == {"index": 1, "corrupt": "/data/broken.jpg: cannot be decoded"}
     assert skipping[0]["keys"].shape == (8, 8)
     strict = ProtocolDataset(_OneCorrupt(), "full", 8, 10)
-    with pytest.raises(CorruptImageError, match="broken.jpg"):
+    with pytest.raises(CorruptImageError, match="broken"):
         strict[1]

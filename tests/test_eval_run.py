@@ -156,7 +156,7 @@ def test_corrupt_train_image_is_skipped_and_counted():
     metrics = evaluate(PointwiseColour(), _cfg(baselines=False, kmeans_sample=10**6), train, val)
     assert metrics["eval/num_skipped_images"] == 1.0
     assert metrics["eval/kmeans_sample_size"] == 4 * 24 * 36
-    with pytest.raises(CorruptImageError, match="/data/2.jpg"):
+    with pytest.raises(CorruptImageError, match=r"/data/2\.jpg"):
         evaluate(PointwiseColour(), _cfg(baselines=False), Stripes(SQUARE, 0), Stripes(SQUARE, 1, corrupt=2))
 
 
