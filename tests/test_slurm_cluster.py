@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -79,6 +80,27 @@ def test_array_of_four_jobs_returns_every_result_in_order(tmp_path: Path) -> Non
     jobs = _executor(tmp_path).map_array(math.factorial, [3, 4, 5, 6])
     assert [j.result() for j in jobs] == [6, 24, 120, 720]
     assert len({j.job_id.split("_")[0] for j in jobs}) == 1  # one SLURM array
+
+
+def _ddp_rank_sum() -> tuple[int, int, float]:
+    import torch
+
+    from vice.dist import all_reduce_sum_, cleanup, init_distributed
+
+    env = init_distributed("cpu")
+    total = all_reduce_sum_(torch.tensor([env.rank + 1.0]))
+    cleanup()
+    return env.rank, env.world_size, float(total.item())
+
+
+def test_two_task_job_joins_one_gloo_group(tmp_path: Path) -> None:
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the job cannot import this test module
+    executor = _executor(tmp_path)
+    executor.update_parameters(nodes=1, tasks_per_node=2, mem_gb=2)
+    job = executor.submit(_ddp_rank_sum)
+    assert job.results() == [(0, 2, 3.0), (1, 2, 3.0)]  # ranks 1 + 2 summed on both
 
 
 @pytest.mark.slow
