@@ -1,0 +1,288 @@
+"""Figures 5-7 of the paper rebuilt from MLflow runs, as PNG + PDF, with the plotted data as CSV.
+
+Every figure is built in two steps: ``*_data`` turns runs into a tidy frame with the columns
+:data:`PLOT_COLUMNS` (one row per plotted point: mean ± std over seeds, in percent), and
+:func:`plot_figure` draws that frame. Tests check the frame, not the pixels.
+
+- Fig. 5 (``fig5_element_size``): mIoU against base element size, superpixel vs grid, error bars;
+- Fig. 6 (``fig6_random_init``): mIoU over training steps (intermediate evaluations) from random init;
+- Fig. 7 (``fig7_backbone``): mIoU against backbone depth, one panel per dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.cells import Summary, summarize
+from analysis.layout import Cell, collect_cells, gap_note, model_label, section_title
+from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table
+from analysis.runs import metric_history
+
+PLOT_COLUMNS = ("panel", "series", "x", "mean", "std", "n", "smoke", "note")
+METRIC = "eval/linear_miou"
+SERIES_LABELS = {"slic": "superpixel", "grid": "grid", "pixel": "pixel"}
+_PNG_METADATA: dict[str, Any] = {"Software": None}
+_PDF_METADATA: dict[str, Any] = {"CreationDate": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+    """How a figure experiment is grouped and drawn."""
+
+    title: str
+    axes: tuple[str, ...]
+    xlabel: str
+
+
+FIGURES = {
+    "fig5_element_size": FigureSpec(
+        "Fig. 5: superpixel vs grid over base element size",
+        ("data.name", "views.view_size", "regions.method", "element_size"),
+        "base element size (px)",
+    ),
+    "fig6_random_init": FigureSpec(
+        "Fig. 6: learning from random initialization",
+        ("data.name", "views.view_size", "model.backbone", "model.decoder", "pretrained"),
+        "training step",
+    ),
+    "fig7_backbone": FigureSpec(
+        "Fig. 7: backbone depth",
+        ("data.name", "views.view_size", "model.backbone"),
+        "ResNet depth",
+    ),
+}
+
+
+def _point(cell: Cell, panel: str, series: str, x: float, values: Any, note: str | None) -> dict[str, Any]:
+    summary = summarize(values)
+    return {
+        "panel": panel,
+        "series": series,
+        "x": x,
+        "mean": summary.mean if summary else np.nan,
+        "std": summary.std if summary else np.nan,
+        "n": summary.n if summary else 0,
+        "smoke": cell.smoke,
+        "note": note or "",
+    }
+
+
+def _frame(points: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(points, columns=list(PLOT_COLUMNS))
+    panels = list(dict.fromkeys(frame["panel"]))
+    frame["_panel"] = frame["panel"].map(panels.index)
+    frame = frame.sort_values(["_panel", "series", "x"], kind="stable").drop(columns="_panel")
+    return frame.astype(
+        {"x": "float64", "mean": "float64", "std": "float64", "n": "int64", "smoke": "bool"}
+    ).reset_index(drop=True)
+
+
+def _metric_values(cell: Cell, metric: str) -> pd.Series:
+    column = f"metrics.{metric}"
+    return cell.runs[column] if column in cell.runs else pd.Series(dtype="float64")
+
+
+def backbone_depth(backbone: Any) -> int:
+    """``resnet101`` -> ``101``.
+
+    Raises:
+        ValueError: the name carries no depth.
+    """
+    match = re.search(r"(\d+)$", str(backbone))
+    if match is None:
+        raise ValueError(f"model.backbone={backbone!r} has no depth: expected e.g. resnet50")
+    return int(match.group(1))
+
+
+def element_size_data(
+    runs: pd.DataFrame, experiment: str = "fig5_element_size", metric: str = METRIC
+) -> pd.DataFrame:
+    """Fig. 5 data: one panel per dataset and resolution, series superpixel / grid, x = element size."""
+    spec = FIGURES["fig5_element_size"]
+    points = []
+    for cell in collect_cells(runs, spec.axes, [], experiment):
+        dataset, size, method, element = cell.key
+        panel = section_title(dataset, size, cell.smoke)
+        series = SERIES_LABELS.get(str(method), str(method))
+        note = gap_note(cell, spec.axes, experiment, f"{panel} / {series} {element}px")
+        points.append(_point(cell, panel, series, float(element), _metric_values(cell, metric), note))
+    return _frame(points)
+
+
+def backbone_data(
+    runs: pd.DataFrame, experiment: str = "fig7_backbone", metric: str = METRIC
+) -> pd.DataFrame:
+    """Fig. 7 data: one panel per dataset and resolution, x = ResNet depth."""
+    spec = FIGURES["fig7_backbone"]
+    points = []
+    for cell in collect_cells(runs, spec.axes, [], experiment):
+        dataset, size, backbone = cell.key
+        panel = section_title(dataset, size, cell.smoke)
+        note = gap_note(cell, spec.axes, experiment, f"{panel} / {backbone}")
+        points.append(
+            _point(
+                cell,
+                panel,
+                "linear probe",
+                float(backbone_depth(backbone)),
+                _metric_values(cell, metric),
+                note,
+            )
+        )
+    return _frame(points)
+
+
+def random_init_data(
+    runs: pd.DataFrame, tracking_uri: str, experiment: str = "fig6_random_init", metric: str = METRIC
+) -> pd.DataFrame:
+    """Fig. 6 data: per panel (dataset, resolution) and series (model, init), mIoU at each evaluated step.
+
+    Reads every logged value of ``metric`` (intermediate evaluations log it with ``step`` = training step).
+    """
+    spec = FIGURES["fig6_random_init"]
+    points = []
+    for cell in collect_cells(runs, spec.axes, [], experiment):
+        dataset, size, backbone, decoder, pretrained = cell.key
+        panel = section_title(dataset, size, cell.smoke)
+        series = f"{model_label(backbone, decoder)}, {'ImageNet init' if pretrained else 'random init'}"
+        note = gap_note(cell, spec.axes, experiment, f"{panel} / {series}")
+        history = metric_history(tracking_uri, list(cell.runs["run_id"]), metric)
+        if history.empty:
+            points.append(_point(cell, panel, series, np.nan, [], note))
+        for step, values in history.groupby("step", sort=True)["value"]:
+            points.append(_point(cell, panel, series, float(step), values, note))
+    return _frame(points)
+
+
+def figure_data(
+    runs: pd.DataFrame, figure: str, tracking_uri: str | None = None, experiment: str | None = None
+) -> pd.DataFrame:
+    """Dispatch to the ``*_data`` builder of a figure experiment (``fig5_element_size``, ...).
+
+    Raises:
+        ValueError: Fig. 6 without a tracking URI (it reads per-step metric histories).
+    """
+    name = experiment or figure
+    if figure == "fig5_element_size":
+        return element_size_data(runs, name)
+    if figure == "fig7_backbone":
+        return backbone_data(runs, name)
+    if figure == "fig6_random_init":
+        if tracking_uri is None:
+            raise ValueError("fig6_random_init reads metric histories: pass the tracking URI")
+        return random_init_data(runs, tracking_uri, name)
+    raise KeyError(f"unknown figure {figure!r}: use one of {', '.join(FIGURES)}")
+
+
+def figure_table(data: pd.DataFrame, figure: str, experiment: str) -> Table:
+    """The plotted data as a table: one section per panel, one row per point."""
+    spec = FIGURES[figure]
+    sections = []
+    for panel, rows in data.groupby("panel", sort=False):
+        body = []
+        for row in rows.itertuples(index=False):
+            summary = None if row.n == 0 else Summary(float(row.mean), float(row.std), int(row.n))
+            x = "" if np.isnan(row.x) else f"{row.x:g}"
+            body.append(((str(row.series), x), (Stat(summary, smoke=bool(row.smoke)),)))
+        sections.append(Section(str(panel), ("Series", spec.xlabel), ("mIoU",), tuple(body)))
+    notes = list(dict.fromkeys(n for n in data["note"] if n))
+    if bool(data["smoke"].any()):
+        notes.append(SMOKE_FOOTNOTE)
+    return Table(experiment, spec.title, tuple(sections), tuple(notes))
+
+
+def _save(figure: Figure, data: pd.DataFrame, stem: Path) -> tuple[Path, Path, Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf, csv = stem.with_suffix(".png"), stem.with_suffix(".pdf"), Path(f"{stem}_plot.csv")
+    figure.savefig(png, dpi=150, metadata=_PNG_METADATA)
+    figure.savefig(pdf, metadata=_PDF_METADATA)
+    data.to_csv(csv, index=False, float_format="%.4f", lineterminator="\n")
+    return png, pdf, csv
+
+
+def plot_figure(data: pd.DataFrame, figure: str, stem: Path) -> tuple[Path, Path, Path]:
+    """Draw a figure's data, one panel per ``panel``, one error-bar line per ``series``.
+
+    Returns:
+        The PNG, PDF and CSV (the plotted data) paths: ``stem.png``, ``stem.pdf``, ``stem_plot.csv``.
+    """
+    spec = FIGURES[figure]
+    panels = list(dict.fromkeys(data["panel"])) or [""]
+    fig = Figure(figsize=(4.5 * len(panels), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels, strict=True):
+        rows = data[(data["panel"] == panel) & (data["n"] > 0)]
+        for series, points in rows.groupby("series", sort=True):
+            ax.errorbar(
+                points["x"], points["mean"], yerr=points["std"], marker="o", capsize=3, label=str(series)
+            )
+        if figure == "fig7_backbone" and not rows.empty:
+            ax.set_xticks(sorted(set(rows["x"])))
+        ax.set(title=panel, xlabel=spec.xlabel, ylabel="mIoU (%)")
+        if not rows.empty:
+            ax.legend(fontsize="small")
+    fig.suptitle(spec.title)
+    return _save(fig, data, stem)
+
+
+def table_plot_data(table: Table) -> pd.DataFrame:
+    """The mIoU cells of a table (a column or row named ``*mIoU*``) as bars, in table order.
+
+    Columns: panel = section title, series = the bar label (row and column labels, ``mIoU`` left out),
+    x = bar position in its panel, mean/std/n/smoke as in :data:`PLOT_COLUMNS`, note empty.
+    """
+    points = []
+    for section in table.sections:
+        position = 0
+        for labels, values in section.rows:
+            for column, value in zip(section.columns, values, strict=True):
+                names = [*labels, column]
+                if not (isinstance(value, Stat) and value.kind == "pct" and any("mIoU" in n for n in names)):
+                    continue
+                s = value.summary
+                points.append(
+                    {
+                        "panel": section.title or table.name,
+                        "series": " / ".join(n for n in names if n and n != "mIoU"),
+                        "x": float(position),
+                        "mean": s.mean if s else np.nan,
+                        "std": s.std if s else np.nan,
+                        "n": s.n if s else 0,
+                        "smoke": value.smoke,
+                        "note": "",
+                    }
+                )
+                position += 1
+    return pd.DataFrame(points, columns=list(PLOT_COLUMNS))
+
+
+def plot_table(table: Table, stem: Path) -> tuple[Path, Path, Path]:
+    """A horizontal bar chart of a table's percent cells (mean ± std), one panel per section.
+
+    Returns:
+        The PNG, PDF and CSV (the plotted data; ``note`` holds each bar's row label) paths.
+    """
+    data = table_plot_data(table)
+    panels = list(dict.fromkeys(data["panel"])) or [table.name]
+    bars = [data[(data["panel"] == p) & (data["n"] > 0)] for p in panels]
+    height = max(2.5, 0.3 * max((len(b) for b in bars), default=1) + 1.5)
+    fig = Figure(figsize=(5.5 * len(panels), height), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel, rows in zip(axes, panels, bars, strict=True):
+        positions = np.arange(len(rows))
+        ax.barh(positions, rows["mean"], xerr=rows["std"], capsize=3)
+        ax.set_yticks(positions, list(rows["series"]), fontsize="small")
+        ax.invert_yaxis()
+        ax.set(title=panel, xlabel="mIoU (%), mean ± std over seeds")
+        if rows.empty:
+            ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+    fig.suptitle(f"{table.title.split(':')[0]} ({table.name})")
+    return _save(fig, data, stem)

@@ -1,0 +1,614 @@
+"""Tables 1-6 of the paper rebuilt from MLflow runs, with the paper's numbers beside ours.
+
+Each ``build_table*`` takes the run frame of one experiment (every status; see
+:func:`analysis.runs.load_runs`) and returns a :class:`analysis.render.Table`. Cells are keyed by the
+table's axes (config keys), not by hard-coded paper configurations, so a smoke sweep that varies the
+same axes on synthetic data gives the same layout with its own rows. Metrics are fractions in MLflow
+and percent here.
+
+Command line (``vice-tables`` or ``python -m analysis``)::
+
+    vice-tables --tracking-uri sqlite:////abs/outputs/mlflow.db \\
+        --experiment table3_decomposition --out outputs/tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import figures
+from analysis.cells import MixedCellError, durations, format_value, metric, summarize
+from analysis.layout import (
+    Cell,
+    collect_cells,
+    dataset_label,
+    decoder_label,
+    gap_note,
+    model_label,
+    resolution_label,
+    section_title,
+    sections_in_order,
+)
+from analysis.paper import paper_rows, paper_table, parse_duration
+from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table, Value, best_marks, render
+from analysis.runs import list_experiments, load_runs
+
+_FAMILY = re.compile(r"^metrics\.eval/(cluster(\d+)_(hungarian|majority)|linear)_miou$")
+MARKERS = {"hungarian": "◇", "majority": "⋆"}
+LINEAR = "linear"
+
+
+def _stat(runs: pd.DataFrame, name: str, cell: Cell, paper: float | None = None) -> Stat:
+    return Stat(summarize(metric(runs, name)), paper=paper, smoke=cell.smoke)
+
+
+def _bold(rows: list[list[Value]], positions: Sequence[tuple[int, int]]) -> None:
+    """Bold the best of the Stats at ``(row, column)`` positions, in place."""
+    stats = [rows[r][c] for r, c in positions]
+    means = [s.summary.mean if isinstance(s, Stat) and s.summary else None for s in stats]
+    for (r, c), best in zip(positions, best_marks(means), strict=True):
+        value = rows[r][c]
+        if best and isinstance(value, Stat):
+            rows[r][c] = dataclasses.replace(value, bold=True)
+
+
+def _footnotes(gaps: Sequence[str], cells: Sequence[Cell], extra: Sequence[str] = ()) -> tuple[str, ...]:
+    notes = list(gaps)
+    if any(c.smoke for c in cells):
+        notes.append(SMOKE_FOOTNOTE)
+    notes += list(extra)
+    return tuple(notes)
+
+
+def _section_key(axes: Sequence[str], *names: str) -> Callable[[Cell], tuple[Any, ...]]:
+    return lambda cell: tuple(cell.value(axes, n) for n in names)
+
+
+# Table 1 ------------------------------------------------------------------------------------------
+
+TABLE1_AXES = ("data.name", "views.view_size", "model.backbone", "model.decoder", "pretrained")
+
+
+def eval_families(runs: pd.DataFrame) -> list[str]:
+    """Evaluation families logged by some run: ``cluster27_hungarian``, ``cluster256_majority``, ``linear``.
+
+    Ordered as the paper's sub-rows: by cluster count, optimal before greedy, the linear probe last.
+    """
+    found = []
+    for column in runs.columns:
+        match = _FAMILY.match(column)
+        if match and runs[column].notna().any():
+            found.append(match.group(1))
+    return sorted(set(found), key=family_order)
+
+
+def family_order(family: str) -> tuple[int, int, int]:
+    """Sort key of an evaluation family (see :func:`eval_families`)."""
+    match = re.match(r"cluster(\d+)_(hungarian|majority)", family)
+    if match is None:
+        return (1, 0, 0)
+    return (0, int(match.group(1)), 0 if match.group(2) == "hungarian" else 1)
+
+
+def family_label(family: str) -> str:
+    """``cluster27_hungarian`` -> ``C 27◇`` (optimal), ``cluster256_majority`` -> ``C 256⋆`` (greedy)."""
+    match = re.match(r"cluster(\d+)_(hungarian|majority)", family)
+    if match is None:
+        return "Linear"
+    return f"C {match.group(1)}{MARKERS[match.group(2)]}"
+
+
+def _generic_model(cell: Cell) -> str:
+    size, backbone, decoder, pretrained = cell.key[1:]
+    init = "" if pretrained else ", no pretrain"
+    return f"ViCE ({resolution_label(size).lower()}-res, {model_label(backbone, decoder)}{init})"
+
+
+def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
+    """Table 1: per dataset, each ViCE model with its C K◇ / C K⋆ / Linear sub-rows; mIoU and Acc.
+
+    The best CNN cluster result and the best linear result of each dataset are bold (mIoU and Acc apart).
+    """
+    axes = TABLE1_AXES
+    cells = collect_cells(runs, axes, paper_rows(1), experiment)
+    sections, gaps = [], []
+    for (dataset,), group in sections_in_order(cells, _section_key(axes, "data.name")).items():
+        smoke = any(c.smoke for c in group)
+        rows: list[list[Value]] = []
+        labels: list[tuple[str, ...]] = []
+        kinds: list[str] = []
+        for cell in group:
+            model = cell.paper[0]["model"] if cell.paper else _generic_model(cell)
+            paper_by_family = {p["eval_key"]: p for p in cell.paper}
+            families = sorted(set(paper_by_family) | set(eval_families(cell.runs)), key=family_order)
+            where = f"{dataset_label(dataset, smoke)} / {model}"
+            note = gap_note(cell, axes, experiment, where)
+            gaps += [note] if note else []
+            for family in families:
+                paper = paper_by_family.get(family, {})
+                miou = _stat(cell.runs, f"eval/{family}_miou", cell, paper.get("miou"))
+                acc = _stat(cell.runs, f"eval/{family}_acc", cell, paper.get("acc"))
+                if not cell.runs.empty and miou.summary is None:
+                    gaps.append(
+                        f"not evaluated: {where} / {family_label(family)}: its runs log no eval/{family}_miou"
+                    )
+                labels.append((model, family_label(family)))
+                rows.append([miou, acc])
+                kinds.append(LINEAR if family == LINEAR else "cluster")
+        for kind in ("cluster", LINEAR):
+            for column in (0, 1):
+                _bold(rows, [(r, column) for r, k in enumerate(kinds) if k == kind])
+        sections.append(
+            Section(
+                title=dataset_label(dataset, smoke),
+                labels=("Model", "Eval"),
+                columns=("mIoU", "Acc."),
+                rows=tuple((lab, tuple(row)) for lab, row in zip(labels, rows, strict=True)),
+            )
+        )
+    title = f"Table 1: {paper_table(1)['title']} (◇ optimal, ⋆ greedy cluster assignment)"
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells))
+
+
+# Table 2 ------------------------------------------------------------------------------------------
+
+TABLE2_AXES = ("data.name", "views.view_size", "model.backbone", "model.decoder")
+
+
+def best_cluster(runs: pd.DataFrame) -> tuple[str | None, Stat]:
+    """The cluster evaluation with the best seed-mean mIoU, and its Stat (``None`` family if none)."""
+    best: tuple[str | None, Stat] = (None, Stat(None))
+    for family in eval_families(runs):
+        if family == LINEAR:
+            continue
+        summary = summarize(metric(runs, f"eval/{family}_miou"))
+        current = best[1].summary
+        if summary is not None and (current is None or round(summary.mean, 6) > round(current.mean, 6)):
+            best = (family, Stat(summary))
+    return best
+
+
+def build_table2(runs: pd.DataFrame, experiment: str = "table2_resolution") -> Table:
+    """Table 2: the best model per dataset and resolution; best cluster mIoU (its C named) and linear mIoU."""
+    axes = TABLE2_AXES
+    cells = collect_cells(runs, axes, paper_rows(2), experiment)
+    rows: list[list[Value]] = []
+    labels: list[tuple[str, ...]] = []
+    datasets: list[Any] = []
+    gaps = []
+    for cell in cells:
+        dataset, size, backbone, decoder = cell.key
+        paper = cell.paper[0] if cell.paper else {}
+        family, cluster = best_cluster(cell.runs)
+        cluster = dataclasses.replace(cluster, paper=paper.get("cluster_miou"), smoke=cell.smoke)
+        linear = _stat(cell.runs, "eval/linear_miou", cell, paper.get("linear_miou"))
+        label = (dataset_label(dataset, cell.smoke), resolution_label(size), model_label(backbone, decoder))
+        note = gap_note(cell, axes, experiment, " / ".join(label))
+        gaps += [note] if note else []
+        labels.append(label)
+        rows.append([cluster, linear, family_label(family) if family else ""])
+        datasets.append(dataset)
+    for dataset in dict.fromkeys(datasets):
+        for column in (0, 1):
+            _bold(rows, [(r, column) for r, d in enumerate(datasets) if d == dataset])
+    section = Section(
+        title="",
+        labels=("Dataset", "Resolution", "Configuration"),
+        columns=("Cluster mIoU", "Linear mIoU", "Best C"),
+        rows=tuple((lab, tuple(row)) for lab, row in zip(labels, rows, strict=True)),
+    )
+    notes = [
+        "Cluster mIoU: the cluster evaluation (C and assignment in 'Best C') with the best mean over seeds."
+    ]
+    title = f"Table 2: {paper_table(2)['title']}"
+    return Table(experiment, title, (section,), _footnotes(gaps, cells, notes))
+
+
+# Table 3 ------------------------------------------------------------------------------------------
+
+TABLE3_AXES = (
+    "data.name",
+    "views.view_size",
+    "regions.method",
+    "element_size",
+    "views.mask_ratio",
+    "model.decoder",
+)
+METHOD_LABELS = {"pixel": "", "grid": "grid ", "slic": "super "}
+
+
+def decomposition_label(cell: Cell) -> str:
+    """``FPN super 10px``, ``DLV3+ grid 20px``, ``FPN 1px``; `` +mask 25%`` when regions are masked."""
+    _, _, method, size, mask, decoder = cell.key
+    text = f"{decoder_label(decoder)} {METHOD_LABELS.get(str(method), f'{method} ')}{size}px"
+    return text + (f" +mask {format_value(round(float(mask) * 100))}%" if mask else "")
+
+
+def build_table3(runs: pd.DataFrame, experiment: str = "table3_decomposition") -> Table:
+    """Table 3, as printed: per resolution a column per decomposition; rows linear mIoU and training time."""
+    axes = TABLE3_AXES
+    cells = collect_cells(runs, axes, paper_rows(3), experiment)
+    sections, gaps = [], []
+    for (dataset, size), group in sections_in_order(
+        cells, _section_key(axes, "data.name", "views.view_size")
+    ).items():
+        smoke = any(c.smoke for c in group)
+        title = section_title(dataset, size, smoke)
+        columns, miou, time = [], [], []
+        for cell in group:
+            paper = cell.paper[0] if cell.paper else {}
+            name = paper.get("column") or decomposition_label(cell)
+            note = gap_note(cell, axes, experiment, f"{title} / {name}")
+            gaps += [note] if note else []
+            columns.append(name)
+            miou.append(_stat(cell.runs, "eval/linear_miou", cell, paper.get("miou")))
+            paper_time = paper.get("time")
+            time.append(
+                Stat(
+                    summarize(durations(cell.runs), scale=1.0),
+                    paper=parse_duration(paper_time) if paper_time else None,
+                    paper_text=paper_time,
+                    kind="duration",
+                    smoke=cell.smoke,
+                )
+            )
+        rows: list[list[Value]] = [list(miou), list(time)]
+        _bold(rows, [(0, c) for c in range(len(columns))])
+        sections.append(
+            Section(
+                title=title,
+                labels=("",),
+                columns=tuple(columns),
+                rows=((("mIoU",), tuple(rows[0])), (("Time",), tuple(rows[1]))),
+            )
+        )
+    notes = ["mIoU: linear probe. Time: wall-clock per training run (MLflow start to end), our hardware."]
+    title = f"Table 3: {paper_table(3)['title']}"
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes))
+
+
+# Table 4 ------------------------------------------------------------------------------------------
+
+TABLE4_AXES = ("data.name", "eval_dataset")
+
+
+def build_table4(runs: pd.DataFrame, experiment: str = "table4_domain") -> Table:
+    """Table 4: training domain x evaluation domain, linear mIoU and pixel accuracy."""
+    axes = TABLE4_AXES
+    cells = collect_cells(runs, axes, paper_rows(4), experiment)
+    rows: list[list[Value]] = []
+    labels, gaps = [], []
+    for cell in cells:
+        train, evaluated = cell.key
+        paper = cell.paper[0] if cell.paper else {}
+        label = (dataset_label(train, cell.smoke), dataset_label(evaluated, cell.smoke))
+        note = gap_note(cell, axes, experiment, " → ".join(label))
+        gaps += [note] if note else []
+        labels.append(label)
+        rows.append(
+            [
+                _stat(cell.runs, "eval/linear_miou", cell, paper.get("miou")),
+                _stat(cell.runs, "eval/linear_acc", cell, paper.get("acc")),
+            ]
+        )
+    for column in (0, 1):
+        _bold(rows, [(r, column) for r in range(len(rows))])
+    section = Section(
+        title="",
+        labels=("Training data domain", "Evaluation data domain"),
+        columns=("mIoU", "aAcc"),
+        rows=tuple((lab, tuple(row)) for lab, row in zip(labels, rows, strict=True)),
+    )
+    title = f"Table 4: {paper_table(4)['title']}"
+    return Table(experiment, title, (section,), _footnotes(gaps, cells))
+
+
+# Table 5 ------------------------------------------------------------------------------------------
+
+HPARAM_NAMES = {
+    "views.view_size": "view size",
+    "views.mask_ratio": "mask coverage",
+    "swav.num_prototypes": "K",
+    "swav.queue_length": "queue",
+    "views.num_views": "views",
+    "model.embed_dim": "D",
+    "views.resize_range": "resize range",
+}
+TABLE5_AXES = ("data.name", *HPARAM_NAMES)
+
+
+def baseline_index(keys: Sequence[tuple[Any, ...]], preferred: tuple[Any, ...] | None = None) -> int:
+    """The baseline of a one-change-at-a-time study: ``preferred`` if present, else the key with the
+    fewest differing values summed over all other keys (the first such key on ties)."""
+    if preferred is not None and preferred in keys:
+        return list(keys).index(preferred)
+    distances = [sum(sum(a != b for a, b in zip(k, other, strict=True)) for other in keys) for k in keys]
+    return distances.index(min(distances))
+
+
+def change_label(baseline: tuple[Any, ...], key: tuple[Any, ...]) -> str:
+    """``mask coverage 0.5 → 0.25; D 64 → 128``: what a row changes from the baseline."""
+    changes = [
+        f"{HPARAM_NAMES[axis]} {format_value(old)} → {format_value(new)}"
+        for axis, old, new in zip(TABLE5_AXES[1:], baseline[1:], key[1:], strict=True)
+        if old != new
+    ]
+    return "; ".join(changes) or "baseline"
+
+
+def _relative(stat: Stat, base: Stat) -> str:
+    if stat.summary is None or base.summary is None:
+        return ""
+    diff = stat.summary.mean - base.summary.mean
+    relative = 100.0 * diff / base.summary.mean if base.summary.mean else float("nan")
+    return f"{diff:+.2f} ({relative:+.1f}%)"
+
+
+def build_table5(runs: pd.DataFrame, experiment: str = "table5_hparams") -> Table:
+    """Table 5: each one-parameter change from the baseline, its linear mIoU and Δ mIoU (sorted by Δ)."""
+    axes = TABLE5_AXES
+    entry = paper_table(5)
+    baseline_config = {k: tuple(v) if isinstance(v, list) else v for k, v in entry["baseline"].items()}
+    paper_baseline = [{"config": baseline_config}]
+    cells = collect_cells(runs, axes, paper_baseline, experiment)
+    sections, gaps = [], []
+    for (dataset,), group in sections_in_order(cells, _section_key(axes, "data.name")).items():
+        smoke = any(c.smoke for c in group)
+        preferred = tuple(baseline_config.get(a) for a in axes)
+        base_cell = group[baseline_index([c.key for c in group], preferred)]
+        stats = {id(c): _stat(c.runs, "eval/linear_miou", c) for c in group}
+        base = stats[id(base_cell)]
+        entries = []
+        for cell in group:
+            label = "baseline" if cell is base_cell else change_label(base_cell.key, cell.key)
+            note = gap_note(cell, axes, experiment, f"{dataset_label(dataset, smoke)} / {label}")
+            gaps += [note] if note else []
+            stat = stats[id(cell)]
+            diff = stat.summary.mean - base.summary.mean if stat.summary and base.summary else None
+            order = (0 if cell is base_cell else 1, diff is None, -(diff or 0.0), label)
+            entries.append((order, label, stat, _relative(stat, base) if cell is not base_cell else ""))
+        entries.sort(key=lambda e: e[0])
+        rows: list[list[Value]] = [[stat, delta] for _, _, stat, delta in entries]
+        _bold(rows, [(r, 0) for r in range(len(rows))])
+        baseline_text = ", ".join(
+            f"{HPARAM_NAMES[a]} {format_value(v)}" for a, v in zip(axes[1:], base_cell.key[1:], strict=True)
+        )
+        sections.append(
+            Section(
+                title=f"{dataset_label(dataset, smoke)}; baseline: {baseline_text}",
+                labels=("Experiment",),
+                columns=("mIoU", "Δ mIoU"),
+                rows=tuple(
+                    ((label,), tuple(row)) for (_, label, _, _), row in zip(entries, rows, strict=True)
+                ),
+            )
+        )
+    paper_deltas = ", ".join(entry["delta_miou"])
+    notes = [
+        "mIoU: linear probe. Baseline: the paper's Appendix B configuration when present, else the"
+        " configuration every other row differs from in one key.",
+        f"Paper Δ mIoU, rows unreadable in the source: {paper_deltas}.",
+    ]
+    title = f"Table 5: {entry['title']}"
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes))
+
+
+# Table 6 ------------------------------------------------------------------------------------------
+
+TABLE6_AXES = ("data.name", "model.embed_dim", "swav.num_prototypes")
+
+
+def build_table6(runs: pd.DataFrame, experiment: str = "table6_dk") -> Table:
+    """Table 6, as printed: one row of linear mIoU, one column per (D, K)."""
+    axes = TABLE6_AXES
+    cells = collect_cells(runs, axes, paper_rows(6), experiment)
+    sections, gaps = [], []
+    for (dataset,), group in sections_in_order(cells, _section_key(axes, "data.name")).items():
+        smoke = any(c.smoke for c in group)
+        columns, values = [], []
+        for cell in group:
+            name = f"({cell.key[1]}, {cell.key[2]})"
+            note = gap_note(cell, axes, experiment, f"{dataset_label(dataset, smoke)} / (D, K) = {name}")
+            gaps += [note] if note else []
+            columns.append(name)
+            values.append(
+                _stat(cell.runs, "eval/linear_miou", cell, cell.paper[0]["miou"] if cell.paper else None)
+            )
+        rows: list[list[Value]] = [list(values)]
+        _bold(rows, [(0, c) for c in range(len(columns))])
+        sections.append(
+            Section(
+                title=dataset_label(dataset, smoke),
+                labels=("(D, K)",),
+                columns=tuple(columns),
+                rows=((("mIoU",), tuple(rows[0])),),
+            )
+        )
+    title = f"Table 6: {paper_table(6)['title']}"
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, ["mIoU: linear probe."]))
+
+
+# Experiments, rendering and the command line --------------------------------------------------------
+
+TABLES: dict[str, Callable[[pd.DataFrame, str], Table]] = {
+    "table1_main": build_table1,
+    "table2_resolution": build_table2,
+    "table3_decomposition": build_table3,
+    "table4_domain": build_table4,
+    "table5_hparams": build_table5,
+    "table6_dk": build_table6,
+}
+KNOWN_EXPERIMENTS = (*TABLES, *figures.FIGURES)
+
+
+def resolve_experiment(name: str) -> str:
+    """The paper experiment an MLflow experiment belongs to: its exact name, or the one it contains
+    (``table3_decomposition_smoke`` -> ``table3_decomposition``).
+
+    Raises:
+        KeyError: no or several paper experiments match (the message lists them).
+    """
+    if name in KNOWN_EXPERIMENTS:
+        return name
+    matches = [known for known in KNOWN_EXPERIMENTS if known in name]
+    if len(matches) != 1:
+        raise KeyError(
+            f"experiment {name!r} names none of the paper experiments {', '.join(KNOWN_EXPERIMENTS)}"
+        )
+    return matches[0]
+
+
+def build_experiment(runs: pd.DataFrame, experiment: str, tracking_uri: str | None = None) -> Table:
+    """The table of one experiment; for a figure experiment, the table of the plotted data."""
+    canonical = resolve_experiment(experiment)
+    if canonical in TABLES:
+        return TABLES[canonical](runs, experiment)
+    return figures.figure_table(
+        figures.figure_data(runs, canonical, tracking_uri, experiment), canonical, experiment
+    )
+
+
+def render_experiment(
+    tracking_uri: str,
+    experiment: str,
+    *,
+    sweep_id: str | None = None,
+    git_commit: str | None = None,
+    fmt: str = "markdown",
+    compare: bool = False,
+) -> str:
+    """Regenerate one experiment's table from MLflow and return it as text.
+
+    Args:
+        tracking_uri: the MLflow tracking URI the sweep logged to.
+        experiment: the MLflow experiment (``table3_decomposition``; names that contain a paper
+            experiment's name, such as ``table3_decomposition_smoke``, also work).
+        sweep_id: only runs of this sweep.
+        git_commit: only runs at this commit (a prefix works).
+        fmt: ``markdown``, ``latex`` or ``csv``.
+        compare: show ``paper | ours | Δ`` for every numeric column.
+
+    Raises:
+        LookupError: the experiment is not in the store.
+        MixedCellError: a cell would average runs of different protocols, datasets or configs.
+    """
+    runs = load_runs(tracking_uri, [experiment], sweep_id=sweep_id, git_commit=git_commit)
+    return render(build_experiment(runs, experiment, tracking_uri), fmt, compare)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentOutputs:
+    """What :func:`write_experiment` produced: the Markdown text and the files written."""
+
+    markdown: str
+    files: tuple[Path, ...]
+    figure: Path
+
+
+def write_experiment(
+    tracking_uri: str,
+    experiment: str,
+    out_dir: Path,
+    *,
+    sweep_id: str | None = None,
+    git_commit: str | None = None,
+    compare: bool = False,
+) -> ExperimentOutputs:
+    """Write ``{experiment}.md``, ``.tex``, ``.csv`` and the figure (``.png``, ``.pdf``, ``_plot.csv``).
+
+    Table experiments get a bar chart of their cells; figure experiments get the paper's figure.
+    """
+    runs = load_runs(tracking_uri, [experiment], sweep_id=sweep_id, git_commit=git_commit)
+    canonical = resolve_experiment(experiment)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if canonical in TABLES:
+        table = TABLES[canonical](runs, experiment)
+    else:
+        data = figures.figure_data(runs, canonical, tracking_uri, experiment)
+        table = figures.figure_table(data, canonical, experiment)
+    texts = {
+        "md": render(table, "markdown", compare),
+        "tex": render(table, "latex", compare),
+        "csv": render(table, "csv"),
+    }
+    files = []
+    for suffix, text in texts.items():
+        path = out_dir / f"{experiment}.{suffix}"
+        path.write_text(text, encoding="utf-8")
+        files.append(path)
+    stem = out_dir / experiment
+    if canonical in TABLES:
+        plotted = figures.plot_table(table, stem)
+    else:
+        plotted = figures.plot_figure(data, canonical, stem)
+    return ExperimentOutputs(markdown=texts["md"], files=(*files, *plotted), figure=plotted[0])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vice-tables",
+        description="Regenerate the paper's tables and figures from MLflow runs (ours beside the paper's).",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI, e.g. sqlite:////abs/path/mlflow.db (default: $MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        dest="experiments",
+        help="MLflow experiment to regenerate (repeatable; default: every paper experiment in the store)",
+    )
+    parser.add_argument("--sweep-id", help="only runs of this sweep id")
+    parser.add_argument("--git-commit", help="only runs at this git commit (a prefix works)")
+    parser.add_argument("--compare", action="store_true", help="show paper | ours | Δ columns")
+    parser.add_argument("--out", type=Path, default=Path("outputs/tables"), help="where files are written")
+    parser.add_argument(
+        "--format", choices=("markdown", "latex", "csv"), default="markdown", help="what is printed"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vice-tables``: print each experiment's table, write Markdown/LaTeX/CSV and figures, print paths."""
+    args = _parser().parse_args(argv)
+    if not args.tracking_uri:
+        print("vice-tables: no tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
+        return 2
+    names = args.experiments or [
+        n for n in list_experiments(args.tracking_uri) if any(k in n for k in KNOWN_EXPERIMENTS)
+    ]
+    if not names:
+        print(f"vice-tables: no paper experiment in {args.tracking_uri}", file=sys.stderr)
+        return 1
+    status = 0
+    for name in names:
+        try:
+            outputs = write_experiment(
+                args.tracking_uri,
+                name,
+                args.out,
+                sweep_id=args.sweep_id,
+                git_commit=args.git_commit,
+                compare=args.compare,
+            )
+        except (LookupError, KeyError, MixedCellError) as error:
+            print(f"vice-tables: {name}: {error}", file=sys.stderr)
+            status = 1
+            continue
+        printed = {"markdown": 0, "latex": 1, "csv": 2}[args.format]
+        print(outputs.files[printed].read_text(encoding="utf-8"))
+        print(f"files: {' '.join(str(p) for p in outputs.files)}")
+        print(f"figure: {outputs.figure}")
+        print()
+    return status

@@ -1,0 +1,451 @@
+"""Tables and figures regenerated from fixture runs logged to a temporary MLflow SQLite store.
+
+The store holds (fractions in MLflow, percent in the tables):
+- table3_decomposition, sweep ``sw1`` (Cityscapes, 256 px views): Super 10px seeds 0/1/2 = 0.30/0.32/0.34
+  (seed 0 also has an older superseded run = 0.10), Grid 10px seeds 0/1 = 0.29/0.30 and seed 2 FAILED,
+  FPN 1px seed 0 FAILED only, an extra Super 20px cell = 0.31; sweep ``smoke1``: smoke runs on synthetic data;
+- table1_main: COCO low-res (2 seeds) and high-res (1 seed) with every evaluation family;
+- table2_resolution, table6_dk: a few cells; table5_hparams: a smoke one-change-at-a-time study;
+- table4_domain: one cell whose two runs differ in eval_protocol (must be refused);
+- fig5_element_size, fig6_random_init (per-step evaluations), fig7_backbone (one backbone FAILED).
+
+Set ``VICE_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change, then review the diff.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from analysis.cells import MixedCellError
+from analysis.figures import figure_data, plot_figure
+from analysis.runs import load_runs, pending_runs, select_latest_finished
+from analysis.tables import (
+    build_table1,
+    build_table3,
+    build_table5,
+    main,
+    render_experiment,
+    resolve_experiment,
+    write_experiment,
+)
+from vice.config import Config
+from vice.tracking import flatten_config, param_text
+
+GOLDEN = Path(__file__).parent / "golden" / "analysis"
+T0 = 1_700_000_000_000
+_clock = itertools.count()
+
+CITY_LOW = {"data.name": "cityscapes", "data.root": "/data/cityscapes", "views.view_size": 256}
+SMOKE = {"data.name": "synthetic", "views.view_size": 64, "views.num_views": 3}
+COCO_LOW = {
+    "data.name": "cocostuff",
+    "data.root": "/data/coco",
+    "views.view_size": 256,
+    "model.backbone": "resnet18",
+    "model.pretrained": "/weights/resnet18.pth",
+}
+COCO_HIGH = {
+    **COCO_LOW,
+    "views.view_size": 512,
+    "model.backbone": "resnet50",
+    "model.decoder": "deeplabv3plus",
+    "model.pretrained": "/weights/resnet50.pth",
+}
+
+
+def family_metrics(values: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """``{"cluster27_hungarian": (miou, acc), ...}`` -> eval metric names."""
+    out = {}
+    for family, (miou, acc) in values.items():
+        out[f"eval/{family}_miou"] = miou
+        out[f"eval/{family}_acc"] = acc
+    return out
+
+
+def log_run(
+    client: Any,
+    experiment: str,
+    config: dict[str, Any],
+    metrics: dict[str, float],
+    *,
+    status: str = "FINISHED",
+    sweep: str = "sw1",
+    history: dict[int, float] | None = None,
+    duration_s: float = 3600.0,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Log one job run: full flattened config as params, the sweep tags, final metrics at step 1000."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    params = flatten_config(Config())
+    params.update({k: param_text(v) for k, v in config.items()})
+    smoke = config.get("data.name") == "synthetic"
+    run_key = "|".join(f"{k}={params[k]}" for k in sorted(config) if k != "data.root")
+    all_tags = {
+        "experiment": experiment,
+        "sweep_id": "smoke1" if smoke else sweep,
+        "run_key": run_key,
+        "git_commit": "abc1234def" if not smoke else "fff0000",
+        "smoke": "true" if smoke else "false",
+        "eval_protocol": "full",
+        "eval_dataset": str(config.get("eval.dataset") or config["data.name"]),
+        **(tags or {}),
+    }
+    start = T0 + next(_clock) * 10_000_000
+    run = client.create_run(experiment_id, start_time=start)
+    values = [Metric(k, v, start, 1000) for k, v in metrics.items()]
+    values += [Metric("eval/linear_miou", v, start, step) for step, v in (history or {}).items()]
+    client.log_batch(
+        run.info.run_id,
+        metrics=values,
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in all_tags.items()],
+    )
+    client.set_terminated(run.info.run_id, status, end_time=start + int(duration_s * 1000))
+
+
+def linear(miou: float, acc: float | None = None) -> dict[str, float]:
+    return {"eval/linear_miou": miou, **({"eval/linear_acc": acc} if acc is not None else {})}
+
+
+def log_table3(client: Any) -> None:
+    super10 = {**CITY_LOW, "regions.method": "slic", "regions.region_size": 10}
+    grid10 = {**CITY_LOW, "regions.method": "grid", "regions.region_size": 10}
+    pixel = {**CITY_LOW, "regions.method": "pixel", "views.mask_ratio": 0.0}
+    super20 = {**CITY_LOW, "regions.method": "slic", "regions.region_size": 20}
+    log_run(client, "table3_decomposition", {**super10, "seed": 0}, linear(0.10))
+    for seed, value in enumerate((0.30, 0.32, 0.34)):
+        log_run(
+            client,
+            "table3_decomposition",
+            {**super10, "seed": seed},
+            linear(value),
+            duration_s=3600 + 120 * seed,
+        )
+    for seed, value in enumerate((0.29, 0.30)):
+        log_run(client, "table3_decomposition", {**grid10, "seed": seed}, linear(value), duration_s=19860)
+    log_run(client, "table3_decomposition", {**grid10, "seed": 2}, {}, status="FAILED")
+    log_run(client, "table3_decomposition", {**pixel, "seed": 0}, {}, status="FAILED")
+    log_run(client, "table3_decomposition", {**super20, "seed": 0}, linear(0.31), duration_s=7200)
+    for method, values in (("slic", (0.40, 0.44)), ("grid", (0.35, 0.37)), ("pixel", (0.30,))):
+        for seed, value in enumerate(values):
+            config = {**SMOKE, "regions.method": method, "regions.region_size": 8, "seed": seed}
+            log_run(client, "table3_decomposition", config, linear(value), duration_s=42)
+
+
+def log_table1(client: Any) -> None:
+    low = [
+        {
+            "cluster27_hungarian": (0.11, 0.30),
+            "cluster27_majority": (0.12, 0.50),
+            "cluster128_majority": (0.16, 0.52),
+            "cluster256_majority": (0.18, 0.55),
+            "linear": (0.25, 0.62),
+        },
+        {
+            "cluster27_hungarian": (0.12, 0.32),
+            "cluster27_majority": (0.12, 0.52),
+            "cluster128_majority": (0.18, 0.54),
+            "cluster256_majority": (0.18, 0.55),
+            "linear": (0.26, 0.64),
+        },
+    ]
+    for seed, values in enumerate(low):
+        log_run(client, "table1_main", {**COCO_LOW, "seed": seed}, family_metrics(values))
+    high = {
+        "cluster27_hungarian": (0.13, 0.33),
+        "cluster27_majority": (0.12, 0.49),
+        "cluster128_majority": (0.19, 0.60),
+        "cluster256_majority": (0.22, 0.65),
+        "linear": (0.30, 0.70),
+    }
+    log_run(client, "table1_main", {**COCO_HIGH, "seed": 0}, family_metrics(high))
+
+
+def log_small_tables(client: Any) -> None:
+    city_low = {**CITY_LOW, "model.pretrained": "/weights/resnet18.pth"}
+    families = family_metrics({"cluster27_hungarian": (0.20, 0.70), "cluster128_majority": (0.22, 0.80)})
+    for seed, value in enumerate((0.31, 0.33)):
+        log_run(client, "table2_resolution", {**city_low, "seed": seed}, {**families, **linear(value)})
+    coco = {**COCO_HIGH, "model.embed_dim": 64, "swav.num_prototypes": 128}
+    for seed, value in enumerate((0.27, 0.28)):
+        log_run(client, "table6_dk", {**coco, "seed": seed}, linear(value))
+    log_run(client, "table6_dk", {**coco, "model.embed_dim": 128, "seed": 0}, linear(0.29))
+    base = {**SMOKE, "views.mask_ratio": 0.5, "swav.num_prototypes": 16, "model.embed_dim": 16}
+    for seed, value in enumerate((0.20, 0.22)):
+        log_run(client, "table5_hparams", {**base, "seed": seed}, linear(value))
+    log_run(client, "table5_hparams", {**base, "views.mask_ratio": 0.25, "seed": 0}, linear(0.23))
+    log_run(client, "table5_hparams", {**base, "model.embed_dim": 32, "seed": 0}, linear(0.19))
+    log_run(client, "table5_hparams", {**base, "swav.num_prototypes": 32, "seed": 0}, {}, status="FAILED")
+    for seed, protocol in enumerate(("full", "picie")):
+        config = {**CITY_LOW, "seed": seed}
+        log_run(client, "table4_domain", config, linear(0.30, 0.87), tags={"eval_protocol": protocol})
+
+
+def log_figures(client: Any) -> None:
+    coco = {**COCO_HIGH}
+    for method, size, values in (
+        ("slic", 10, (0.28, 0.30)),
+        ("slic", 20, (0.31, 0.31)),
+        ("grid", 10, (0.25,)),
+        ("grid", 20, (0.27, 0.29)),
+    ):
+        for seed, value in enumerate(values):
+            config = {**coco, "regions.method": method, "regions.region_size": size, "seed": seed}
+            log_run(client, "fig5_element_size", config, linear(value))
+    for seed, offset in enumerate((0.0, 0.02)):
+        history = {100: 0.10 + offset, 200: 0.15 + offset}
+        log_run(
+            client, "fig6_random_init", {**CITY_LOW, "seed": seed}, linear(0.20 + offset), history=history
+        )
+    city_high = {**CITY_LOW, "views.view_size": 512}
+    for backbone, values in (("resnet18", (0.30, 0.32)), ("resnet50", (0.28,))):
+        for seed, value in enumerate(values):
+            log_run(
+                client,
+                "fig7_backbone",
+                {**city_high, "model.backbone": backbone, "seed": seed},
+                linear(value),
+            )
+    log_run(
+        client, "fig7_backbone", {**city_high, "model.backbone": "resnet101", "seed": 0}, {}, status="FAILED"
+    )
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from mlflow.tracking import MlflowClient
+
+    tracking_uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    client = MlflowClient(tracking_uri=tracking_uri)
+    log_table3(client)
+    log_table1(client)
+    log_small_tables(client)
+    log_figures(client)
+    return tracking_uri
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("VICE_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"missing golden file {path}: run with VICE_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs from its golden file"
+
+
+# Selection ---------------------------------------------------------------------------------------
+
+
+def test_latest_finished_run_per_run_key_and_pending_runs(uri: str) -> None:
+    runs = load_runs(uri, ["table3_decomposition"], sweep_id="sw1")
+    assert len(runs) == 9
+    finished = select_latest_finished(runs)
+    super10 = finished[
+        (finished["params.regions.method"] == "slic") & (finished["params.regions.region_size"] == 10)
+    ]
+    assert sorted(super10["metrics.eval/linear_miou"]) == [0.30, 0.32, 0.34]  # the 0.10 run is superseded
+    assert list(super10["params.seed"]) == [0, 1, 2]
+    pending = pending_runs(runs)
+    assert sorted(zip(pending["params.regions.method"], pending["params.seed"], strict=True)) == [
+        ("grid", 2),
+        ("pixel", 0),
+    ]
+    assert runs["params.views.resize_range"].iloc[0] == (0.5, 1.5)
+    assert runs["params.model.pretrained"].iloc[0] is None
+
+
+def test_filters_by_sweep_id_and_git_commit_prefix(uri: str) -> None:
+    assert len(load_runs(uri, ["table3_decomposition"])) == 14
+    assert len(load_runs(uri, ["table3_decomposition"], sweep_id="smoke1")) == 5
+    assert len(load_runs(uri, ["table3_decomposition"], git_commit="abc1")) == 9
+    assert len(load_runs(uri, ["table3_decomposition"], git_commit="0000")) == 0
+
+
+def test_unknown_experiment_names_the_known_ones(uri: str) -> None:
+    with pytest.raises(LookupError, match=r"no MLflow experiment 'table9'.*table1_main"):
+        load_runs(uri, ["table9"])
+
+
+# Tables ------------------------------------------------------------------------------------------
+
+
+def test_table3_cells_bold_and_gap_footnotes(uri: str) -> None:
+    table = build_table3(load_runs(uri, ["table3_decomposition"], sweep_id="sw1"), "table3_decomposition")
+    low, high = table.sections
+    assert low.title == "Low-resolution Cityscapes" and high.title == "High-resolution Cityscapes"
+    assert low.columns == (
+        "FPN 1px",
+        "Masking",
+        "Grid 10px",
+        "Super 10px",
+        "DLV3+",
+        "FPN super 20px +mask 25%",
+    )
+    miou = dict(zip(low.columns, low.rows[0][1], strict=True))
+    assert miou["Super 10px"].ours() == "32.00 ± 2.00 (3)" and miou["Super 10px"].bold
+    assert miou["Grid 10px"].ours() == "29.50 ± 0.71 (2)" and not miou["Grid 10px"].bold
+    assert miou["FPN super 20px +mask 25%"].ours() == "31.00 (1)"
+    assert [miou[c].ours() for c in ("FPN 1px", "Masking", "DLV3+")] == ["—"] * 3
+    assert miou["Super 10px"].delta() == "+0.45"  # paper 31.55
+    time = dict(zip(low.columns, low.rows[1][1], strict=True))
+    assert time["Super 10px"].ours() == "1h 2min (3)"  # (3600 + 3720 + 3840) / 3 s
+    assert time["Grid 10px"].paper_str() == "5h 31min" and time["Grid 10px"].delta() == "+0s"
+    assert all(s.ours() == "—" for s in high.rows[0][1])
+    overrides = (
+        "data.name=cityscapes views.view_size=256 regions.method={} {}views.mask_ratio={} model.decoder=fpn"
+    )
+    assert table.footnotes[:3] == (
+        "missing: Low-resolution Cityscapes / FPN 1px: run table3_decomposition with "
+        f"`{overrides.format('pixel', '', '0.0')} seed=0`",
+        "missing: Low-resolution Cityscapes / Masking: run table3_decomposition with "
+        f"`{overrides.format('pixel', '', '0.25')}`",
+        "incomplete (2 finished): Low-resolution Cityscapes / Grid 10px: run table3_decomposition with "
+        f"`{overrides.format('grid', 'regions.region_size=10 ', '0.25')} seed=2`",
+    )
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "latex", "csv"])
+def test_table3_golden_every_format(uri: str, fmt: str) -> None:
+    text = render_experiment(uri, "table3_decomposition", fmt=fmt)
+    check_golden(f"table3_decomposition.{ {'markdown': 'md', 'latex': 'tex', 'csv': 'csv'}[fmt] }", text)
+
+
+def test_table3_golden_paper_beside_ours(uri: str) -> None:
+    text = render_experiment(uri, "table3_decomposition", sweep_id="sw1", compare=True)
+    check_golden("table3_decomposition_compare.md", text)
+
+
+def test_smoke_sweep_table_is_labelled_synthetic_and_has_no_paper_cells(uri: str) -> None:
+    text = render_experiment(uri, "table3_decomposition", sweep_id="smoke1")
+    check_golden("table3_decomposition_smoke.md", text)
+    assert "64px-resolution Synthetic (smoke)" in text
+    assert "42.00 ± 2.83 (2)†" in text and "**42.00 ± 2.83 (2)†**" in text
+    assert "*Low-resolution Cityscapes*" not in text and "missing" not in text
+
+
+def test_table1_sub_rows_markers_and_best_cnn_bold(uri: str) -> None:
+    table = build_table1(load_runs(uri, ["table1_main"]))
+    coco, city = table.sections
+    rows = {labels: values for labels, values in coco.rows}
+    assert list(rows) == [("ViCE (low-res)", e) for e in ("C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")] + [
+        ("ViCE (high-res)", e) for e in ("C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")
+    ]
+    assert rows[("ViCE (low-res)", "C 27◇")][0].ours() == "11.50 ± 0.71 (2)"
+    assert rows[("ViCE (low-res)", "C 27◇")][1].ours() == "31.00 ± 1.41 (2)"
+    assert rows[("ViCE (low-res)", "C 256⋆")][0].paper == 17.98
+    bold = [(labels, i) for labels, values in coco.rows for i, v in enumerate(values) if v.bold]
+    assert bold == [
+        (("ViCE (high-res)", "C 256⋆"), 0),
+        (("ViCE (high-res)", "C 256⋆"), 1),
+        (("ViCE (high-res)", "Linear"), 0),
+        (("ViCE (high-res)", "Linear"), 1),
+    ]
+    assert [labels for labels, _ in city.rows] == [
+        ("ViCE (low-res)", e) for e in ("C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")
+    ] + [("ViCE (no pretrain)", "Linear"), ("ViCE (high-res)", "C 256⋆"), ("ViCE (high-res)", "Linear")]
+    assert all(v.ours() == "—" for _, values in city.rows for v in values)
+    check_golden("table1_main.md", render_experiment(uri, "table1_main"))
+
+
+def test_table2_table6_golden(uri: str) -> None:
+    table2 = render_experiment(uri, "table2_resolution", compare=True)
+    check_golden("table2_resolution_compare.md", table2)
+    assert "22.00 ± 0.00 (2)" in table2 and "C 128⋆" in table2  # best cluster: C 128⋆ beats C 27◇ (20.00)
+    table6 = render_experiment(uri, "table6_dk")
+    check_golden("table6_dk.md", table6)
+    assert "**29.00 (1)**" in table6 and "27.50 ± 0.71 (2)" in table6
+
+
+def test_table5_baseline_and_deltas_from_a_smoke_study(uri: str) -> None:
+    table = build_table5(load_runs(uri, ["table5_hparams"]))
+    (section,) = table.sections
+    rows = [(labels[0], values[0].ours(), values[1]) for labels, values in section.rows]
+    assert rows == [
+        ("baseline", "21.00 ± 1.41 (2)†", ""),
+        ("mask coverage 0.5 → 0.25", "23.00 (1)†", "+2.00 (+9.5%)"),
+        ("D 16 → 32", "19.00 (1)†", "-2.00 (-9.5%)"),
+        ("K 16 → 32", "—", ""),
+    ]
+    assert section.rows[1][1][0].bold
+    check_golden("table5_hparams.md", render_experiment(uri, "table5_hparams"))
+
+
+def test_mixed_protocol_cell_is_refused(uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(MixedCellError, match=r"eval_protocol = \['full', 'picie'\]"):
+        render_experiment(uri, "table4_domain")
+    assert main(["--tracking-uri", uri, "--experiment", "table4_domain", "--out", "/nonexistent"]) == 1
+    assert "mix eval_protocol" in capsys.readouterr().err
+
+
+def test_same_runs_give_byte_identical_files(uri: str, tmp_path: Path) -> None:
+    first = write_experiment(uri, "table3_decomposition", tmp_path / "a")
+    second = write_experiment(uri, "table3_decomposition", tmp_path / "b")
+    for a, b in zip(first.files, second.files, strict=True):
+        if a.suffix != ".png":
+            assert a.read_bytes() == b.read_bytes(), a.name
+    assert [p.name for p in first.files] == [
+        "table3_decomposition.md",
+        "table3_decomposition.tex",
+        "table3_decomposition.csv",
+        "table3_decomposition.png",
+        "table3_decomposition.pdf",
+        "table3_decomposition_plot.csv",
+    ]
+
+
+def test_experiment_names_resolve_to_paper_experiments() -> None:
+    assert resolve_experiment("table3_decomposition_smoke") == "table3_decomposition"
+    with pytest.raises(KeyError, match="names none of the paper experiments"):
+        resolve_experiment("exp138")
+
+
+# Figures -----------------------------------------------------------------------------------------
+
+
+def test_fig5_superpixel_and_grid_series(uri: str, tmp_path: Path) -> None:
+    data = figure_data(load_runs(uri, ["fig5_element_size"]), "fig5_element_size")
+    assert list(data["series"]) == ["grid", "grid", "superpixel", "superpixel"]
+    assert list(data["x"]) == [10.0, 20.0, 10.0, 20.0]
+    np.testing.assert_allclose(data["mean"], [25.0, 28.0, 29.0, 31.0])
+    np.testing.assert_allclose(data["std"], [0.0, np.sqrt(2.0), np.sqrt(2.0), 0.0])
+    assert list(data["n"]) == [1, 2, 2, 2]
+    assert set(data["panel"]) == {"High-resolution COCO"}
+    png, pdf, csv = plot_figure(data, "fig5_element_size", tmp_path / "fig5")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    pd.testing.assert_frame_equal(
+        pd.read_csv(csv, keep_default_na=False)[["series", "n"]], data[["series", "n"]]
+    )
+
+
+def test_fig6_per_step_mean_over_seeds(uri: str) -> None:
+    data = figure_data(load_runs(uri, ["fig6_random_init"]), "fig6_random_init", uri)
+    assert list(data["series"].unique()) == ["RN18, FPN, random init"]
+    assert list(data["x"]) == [100.0, 200.0, 1000.0]
+    np.testing.assert_allclose(data["mean"], [11.0, 16.0, 21.0])
+    assert list(data["n"]) == [2, 2, 2]
+
+
+def test_fig7_depths_and_a_missing_backbone(uri: str, tmp_path: Path) -> None:
+    out = tmp_path / "figs"
+    assert main(["--tracking-uri", uri, "--experiment", "fig7_backbone", "--out", str(out)]) == 0
+    data = pd.read_csv(out / "fig7_backbone_plot.csv")
+    assert list(data["x"]) == [18.0, 50.0, 101.0]
+    np.testing.assert_allclose(data["mean"], [31.0, 28.0, np.nan])
+    assert list(data["n"]) == [2, 1, 0]
+    assert data["note"].fillna("").iloc[2] == (
+        "missing: High-resolution Cityscapes / resnet101: run fig7_backbone with "
+        "`data.name=cityscapes views.view_size=512 model.backbone=resnet101 seed=0`"
+    )
+    assert (out / "fig7_backbone.png").stat().st_size > 0 and (out / "fig7_backbone.pdf").stat().st_size > 0
