@@ -193,6 +193,8 @@ def figure_table(data: pd.DataFrame, figure: str, experiment: str) -> Table:
             body.append(((str(row.series), x), (Stat(summary, smoke=bool(row.smoke)),)))
         sections.append(Section(str(panel), ("Series", spec.xlabel), ("mIoU",), tuple(body)))
     notes = list(dict.fromkeys(n for n in data["note"] if n))
+    if data.empty:
+        notes.append(f"no run of {experiment} in this selection")
     if bool(data["smoke"].any()):
         notes.append(SMOKE_FOOTNOTE)
     return Table(experiment, spec.title, tuple(sections), tuple(notes))

@@ -96,7 +96,7 @@ def runs_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     ``None``); ``metrics.*`` columns are float with NaN where a run did not log the metric.
     """
     base = ["run_id", "experiment", "status", "start_time", "end_time"]
-    keys = sorted({k for r in records for k in r} - set(base))
+    keys = sorted(({k for r in records for k in r} | {RUN_KEY_TAG}) - set(base))
     columns: dict[str, pd.Series] = {}
     for key in base + keys:
         values = [r.get(key) for r in records]
@@ -104,7 +104,7 @@ def runs_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             columns[key] = pd.Series([float("nan") if v is None else v for v in values], dtype="float64")
         else:
             columns[key] = pd.Series(values, dtype=object)
-    frame = pd.DataFrame(columns) if records else pd.DataFrame({k: pd.Series(dtype=object) for k in base})
+    frame = pd.DataFrame(columns)
     return frame.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
 
 
