@@ -26,8 +26,8 @@ import pandas as pd
 from vice.config import Config
 
 DERIVED_AXES = ("pretrained", "element_size", "eval_dataset")
-#: Evaluation tags that must agree inside a cell (an axis of the table is exempt).
-EVAL_TAGS = (
+#: Tags that must agree inside a cell: the evaluation tags and `smoke` (an axis of the table is exempt).
+UNIFORM_TAGS = (
     "eval_protocol",
     "eval_dataset",
     "eval_short_side",
@@ -239,7 +239,7 @@ def check_cell(runs: pd.DataFrame, axes: Sequence[str], cell: str) -> None:
         "cells are never averaged across them: select one with --sweep-id or --git-commit,"
         " or re-run the cell with one setting"
     )
-    for name in EVAL_TAGS:
+    for name in UNIFORM_TAGS:
         if name in axes:
             continue
         values = _distinct(_tag(runs, name))
