@@ -180,7 +180,7 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
     )
     queue = RegionQueue(s.queue_length, cfg.model.embed_dim) if s.queue_length else None
     use_cuda = device.type == "cuda"
-    if env.world_size > 1 and cfg.model.sync_bn:
+    if env.world_size > 1 and cfg.model.sync_bn and use_cuda:  # SyncBatchNorm has no CPU kernels
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=node_process_group(env))
     model.to(device)
     if queue is not None:
@@ -216,7 +216,9 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
 
     ddp: nn.Module = model
     if env.world_size > 1:
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[env.local_rank] if use_cuda else None)
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.cuda.current_device()] if use_cuda else None
+        )
 
     loader = build_train_loader(cfg, env.rank, env.world_size, start_step)
     num_views = cfg.views.num_views

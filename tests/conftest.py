@@ -1,0 +1,46 @@
+import os
+
+import pytest
+import torch
+
+from vice.config import Config
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tiny_config(run_dir, **train) -> Config:
+    """A seconds-per-run CPU config on the synthetic scenes."""
+    cfg = Config(run_dir=str(run_dir), seed=0)
+    cfg.data.image_size = [64, 80]
+    cfg.data.num_images = 16
+    cfg.data.batch_size = 2
+    cfg.data.num_workers = 0
+    cfg.regions.method = "grid"
+    cfg.regions.region_size = 8
+    cfg.views.num_views = 3
+    cfg.views.view_size = 32
+    cfg.model.output_stride = 16
+    cfg.model.decoder_channels = 16
+    cfg.model.embed_dim = 8
+    cfg.swav.num_prototypes = 6
+    cfg.swav.freeze_prototypes_steps = 1
+    cfg.optim.base_lr = 0.1
+    cfg.train.device = "cpu"
+    cfg.train.max_steps = 6
+    cfg.train.log_every = 1
+    cfg.train.checkpoint_every = 3
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Config:
+    return tiny_config(tmp_path / "run")
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_torch():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

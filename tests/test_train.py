@@ -1,0 +1,163 @@
+import math
+import os
+import signal
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import tiny_config
+
+import vice.train as train_module
+from vice.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from vice.model import build_model
+from vice.train import train
+
+
+class SignalAt:
+    """A logger that sends this process a signal once `step` is logged (a preemption mid-run)."""
+
+    def __init__(self, step: int, signum: int = signal.SIGUSR2) -> None:
+        self.step, self.signum, self.metrics = step, signum, []
+
+    def log_metrics(self, metrics, step):
+        self.metrics.append((step, metrics))
+        if step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+    def log_params(self, params):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def close(self, status):
+        pass
+
+
+def test_checkpoint_resume_reproduces_the_uninterrupted_losses(tmp_path):
+    full = train(tiny_config(tmp_path / "full"))
+    assert full.steps == 6 and len(full.losses) == 6
+
+    cfg = tiny_config(tmp_path / "cut", checkpoint_every=100)
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg, logger=SignalAt(step=4))
+    assert stopped.value.code == 128 + signal.SIGUSR2
+    assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["step_00000004.pt"]
+
+    resumed = train(cfg)
+    assert resumed.resumed_from == 4
+    torch.testing.assert_close(
+        torch.tensor(resumed.losses), torch.tensor(full.losses[4:]), rtol=1e-5, atol=1e-6
+    )
+    for a, b in zip(resumed.embedder.state_dict().values(), full.embedder.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_finished_run_is_not_retrained(tiny):
+    first = train(tiny)
+    again = train(tiny)
+    assert again.resumed_from == first.steps == 6
+    assert again.losses == []
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny, monkeypatch):
+    real = train_module.swav_region_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, codes = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), codes) if calls["n"] == 5 else (loss, codes)
+
+    monkeypatch.setattr(train_module, "swav_region_loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 4.*step_00000003\.pt"):
+        train(tiny)
+    assert load_checkpoint(list_checkpoints(tiny.run_dir)[-1])["step"] == 3
+
+
+def test_atomic_save_leaves_the_previous_checkpoint_when_writing_fails(tmp_path):
+    save_checkpoint(tmp_path, 1, {"step": 1, "w": torch.ones(2)})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(tmp_path, 2, {"step": 2, "bad": Unpicklable()})
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001.pt"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.suffix == ".tmp"]
+    assert load_checkpoint(list_checkpoints(tmp_path)[0])["step"] == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, run_dir: str, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+    )
+    torch.set_num_threads(1)
+    cfg = tiny_config(run_dir, max_steps=2, checkpoint_every=2)
+    result = train(cfg)
+    params = {k: v.detach().clone() for k, v in result.embedder.named_parameters()}
+    torch.save(params, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
+    mp.start_processes(
+        _ddp_worker, args=(_free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, start_method="spawn"
+    )
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert a.keys() == b.keys()
+    start = tiny_config(tmp_path / "unused")
+    torch.manual_seed(start.seed)
+    initial = dict(build_model(start.model).named_parameters())
+    assert not torch.equal(a["head.weight"], initial["head.weight"])  # the ranks did train
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    # Only rank 0 writes checkpoints.
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000002.pt"]
+
+
+def _sinkhorn_worker(rank: int, port: int, out: str) -> None:
+    from vice.sinkhorn import sinkhorn
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    scores = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    torch.save(sinkhorn(scores[rank * 5 : (rank + 1) * 5], 0.1, 3), f"{out}/q{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_sinkhorn_under_ddp_equals_sinkhorn_on_the_global_batch(tmp_path):
+    from vice.sinkhorn import sinkhorn
+
+    mp.start_processes(_sinkhorn_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    together = torch.cat([torch.load(tmp_path / "q0.pt"), torch.load(tmp_path / "q1.pt")])
+    scores = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(together, sinkhorn(scores, 0.1, 3))
+    assert not torch.allclose(together[:5], sinkhorn(scores[:5], 0.1, 3))
+
+
+def test_load_for_eval_returns_the_trained_embedder(tiny):
+    from vice.checkpoint import load_for_eval
+
+    result = train(tiny)
+    model, cfg = load_for_eval(tiny.run_dir)
+    assert cfg.model == tiny.model and not model.training
+    for (name, a), b in zip(model.state_dict().items(), result.embedder.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
