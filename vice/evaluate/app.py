@@ -109,9 +109,15 @@ def format_table(metrics: dict[str, float]) -> str:
 
 def run_eval(cfg: Config) -> dict[str, float]:
     """Evaluate the newest checkpoint of ``cfg.run_dir`` (random init if none) and write the report."""
+    import faiss
+    import torch
+
     from vice.checkpoint import list_checkpoints
     from vice.train import resolve_device
 
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+        faiss.omp_set_num_threads(cfg.train.threads)
     train_set, eval_set = eval_datasets(cfg)
     checkpoints = list_checkpoints(cfg.run_dir)
     model: nn.Module | Path

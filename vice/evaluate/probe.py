@@ -60,11 +60,11 @@ def fit_probe(
     optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator(device=features.device).manual_seed(seed)
     batch_pixels = min(batch_pixels, y.numel())
-    weight = probe.weight.view(num_classes, -1)  # (num_classes, D), shares storage with the conv
     for step in tqdm(range(steps), desc="linear probe", leave=False, disable=None):
         for group in optimizer.param_groups:
             group["lr"] = poly_lr(lr, step, steps)
         batch = torch.randint(y.numel(), (batch_pixels,), generator=generator, device=features.device)
+        weight = probe.weight.flatten(1)  # (num_classes, D)
         loss = F.cross_entropy(F.linear(x[batch], weight, probe.bias), y[batch], ignore_index=IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import json
 import logging
 from collections.abc import Iterable
@@ -109,17 +108,16 @@ def eval_tags(cfg: EvalConfig, dataset: str, split_set: str, mapping_fit_set: st
 
 
 def load_model(source: nn.Module | str | Path) -> tuple[nn.Module, ModelConfig | None]:
-    """A module passes through; a path is loaded with ``vice.checkpoint.load_for_eval``.
+    """A module passes through; a checkpoint path (or run dir) is loaded with ``vice.checkpoint.load_for_eval``.
 
     Returns:
         ``(model, model config or None)``.
     """
     if isinstance(source, nn.Module):
         return source, None
-    checkpoint = importlib.import_module("vice.checkpoint")
-    if not hasattr(checkpoint, "load_for_eval"):
-        raise RuntimeError(f"cannot load {source}: vice.checkpoint.load_for_eval does not exist yet")
-    model, cfg = checkpoint.load_for_eval(source)
+    from vice.checkpoint import load_for_eval
+
+    model, cfg = load_for_eval(source)
     return model, cfg.model
 
 
