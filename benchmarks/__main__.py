@@ -1,0 +1,138 @@
+"""``python -m benchmarks``: measure every section, write JSON + Markdown, print the table.
+
+Examples::
+
+    python -m benchmarks                          # every section on CUDA if available, else CPU
+    python -m benchmarks --device cpu --only pooling
+    python -m benchmarks --quick                  # tiny shapes: checks that the benchmark runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.evaluation import run_evaluation
+from benchmarks.pipeline import run_pipeline
+from benchmarks.pooling import run_pooling
+from benchmarks.report import render_markdown
+from benchmarks.scaling import run_scaling
+from benchmarks.targets import evaluate_targets
+from benchmarks.timing import load_average, machine, slug
+from benchmarks.training import run_training
+
+log = logging.getLogger("benchmarks")
+
+#: Section name -> runner(device, quick, workers); the order is the report's.
+SECTIONS: dict[str, Callable[[torch.device, bool, int | None], dict[str, Any]]] = {
+    "training": run_training,
+    "pooling": lambda device, quick, workers: run_pooling(device, quick),
+    "data": lambda device, quick, workers: run_pipeline(device, quick),
+    "evaluation": lambda device, quick, workers: run_evaluation(device, quick),
+    "scaling": lambda device, quick, workers: run_scaling(device, quick),
+}
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto = cuda if available"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shapes (tests, CI); the numbers mean nothing"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=tuple(SECTIONS),
+        metavar="SECTION",
+        help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default benchmarks/results/<device>)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="training loader workers (default 1 on CPU, <= 8 on CUDA)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    return parser.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is visible: use --device auto or cpu")
+    return torch.device(name)
+
+
+def run_benchmarks(
+    device: torch.device, quick: bool, sections: list[str], workers: int | None = None, command: str = ""
+) -> dict[str, Any]:
+    """Run ``sections`` in report order; return the results with ``meta`` and ``targets``."""
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown sections {unknown}: choose from {list(SECTIONS)}")
+    torch.manual_seed(0)
+    meta = {
+        **machine(device),
+        "command": command,
+        "quick": quick,
+        "sections": [s for s in SECTIONS if s in sections],
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average": {"start": load_average()},
+        "section_seconds": {},
+    }
+    results: dict[str, Any] = {"meta": meta}
+    for name in meta["sections"]:
+        log.info("section %s on %s (load average %s)", name, device, load_average())
+        start = time.perf_counter()
+        results[name] = SECTIONS[name](device, quick, workers)
+        meta["section_seconds"][name] = round(time.perf_counter() - start, 1)
+        meta["load_average"][name] = load_average()
+    meta["load_average"]["end"] = load_average()
+    results["targets"] = [t.to_dict() for t in evaluate_targets(results)]
+    return results
+
+
+def write_results(results: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(render_markdown(results))
+    return json_path, md_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m benchmarks``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    sections = args.only or list(SECTIONS)
+    command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
+    results = run_benchmarks(device, args.quick, sections, args.workers, command.strip())
+    out_dir = args.out or RESULTS_ROOT / slug(results["meta"]["device_name"])
+    stem = "benchmark" + ("-quick" if args.quick else "") + ("-" + "-".join(args.only) if args.only else "")
+    json_path, md_path = write_results(results, out_dir, stem)
+    print(render_markdown(results))
+    log.info("wrote %s and %s", json_path, md_path)
+
+
+if __name__ == "__main__":
+    main()

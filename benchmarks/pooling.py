@@ -1,0 +1,195 @@
+"""Section 2: ``vice.pooling.region_means`` against the authors' per-region loop, forward and backward.
+
+The region maps are real: SLIC on a synthetic scene, masked per view by Algorithm 1's region masking,
+and relabelled to the mutual regions (``vice.views``), about 800 regions per image at 400 x 400.
+
+The loop costs minutes at the full shape (every region's backward writes a full-map gradient), so it
+is timed on two subsets, with k1 and k2 regions of every map of one image, and a line
+``time = maps * per_map + pairs * per_pair`` through the two is extrapolated to all maps and all
+(map, region) pairs. Every mask covers the whole map, so a pair costs the same whichever it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.reference import loop_region_means
+from benchmarks.timing import PhaseTimer, median_ms
+from vice.data.synthetic import render_scene
+from vice.pooling import region_means
+from vice.regions import slic_regions
+from vice.views import relabel_mutual, sample_mask
+
+#: Algorithm 1's masking at the paper's setting (maximal coverage 25 %, a quarter of regions protected).
+MASK_RATIO = 0.25
+PROTECTED_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class PoolingShape:
+    """The pooling problem and how long to time it.
+
+    Attributes:
+        batch_size: B images.
+        num_views: M views per image.
+        side: h = w of every embedding map.
+        embed_dim: D.
+        slic_region_size: SLIC region size giving about 800 mutual regions per image after masking.
+        loop_regions: (k1, k2) regions per map of the two timed loop subsets.
+        repeats: timed repeats of ours (the loop subsets are timed once each).
+        warmup: untimed repeats of ours.
+    """
+
+    batch_size: int = 4
+    num_views: int = 5
+    side: int = 400
+    embed_dim: int = 128
+    slic_region_size: int = 14
+    loop_regions: tuple[int, int] = (2, 8)
+    repeats: int = 3
+    warmup: int = 1
+
+
+def pooling_shape(device: torch.device, quick: bool) -> PoolingShape:
+    """The issue's shape (4 x 5 maps of 400^2, ~800 regions, D = 128); tiny maps when ``quick``."""
+    if quick:
+        return PoolingShape(2, 2, 48, 8, slic_region_size=8, loop_regions=(2, 4), repeats=1, warmup=0)
+    if device.type == "cuda":
+        return PoolingShape(loop_regions=(16, 64), repeats=10, warmup=3)
+    return PoolingShape()
+
+
+def pooling_regions(shape: PoolingShape, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mutual region maps of B images x M views, image-major.
+
+    Every view of image b starts from the same SLIC map (views share ids); Algorithm 1's masking
+    then removes the regions touched by each view's rectangle from the mutual set.
+
+    Returns:
+        regions (B*M, side, side) int64 ids 0..R_b-1 with -1 = ignore, and num_regions (B,) int64.
+    """
+    maps, counts = [], []
+    for b in range(shape.batch_size):
+        rng = np.random.default_rng([seed, b])
+        image, _ = render_scene(rng, shape.side, shape.side)
+        slic = slic_regions(image, region_size=shape.slic_region_size)  # (side, side)
+        views = np.broadcast_to(slic, (shape.num_views, *slic.shape))  # (M, side, side)
+        mask = sample_mask(views, int(slic.max()) + 1, MASK_RATIO, PROTECTED_SHARE, rng)
+        relabelled, source_ids = relabel_mutual(views, mask.kept)  # (M, side, side)
+        maps.append(torch.from_numpy(relabelled))
+        counts.append(len(source_ids))
+    return torch.cat(maps), torch.tensor(counts, dtype=torch.int64)  # (B*M, side, side), (B,)
+
+
+def extrapolate_loop(
+    ms_small: float,
+    ms_large: float,
+    regions: tuple[int, int],
+    maps_timed: int,
+    maps_total: int,
+    pairs_total: int,
+) -> dict[str, float]:
+    """Fit ``ms = maps * per_map + pairs * per_pair`` through two subset timings and extrapolate.
+
+    Args:
+        ms_small: time of the subset with ``regions[0]`` regions on each of ``maps_timed`` maps.
+        ms_large: the same with ``regions[1]`` regions per map.
+        regions: (k1, k2), k1 < k2.
+        maps_timed: maps visited by each subset.
+        maps_total: B*M.
+        pairs_total: M*N, every (map, region) pair of the full loop.
+
+    Returns:
+        ``per_pair_ms``, ``per_map_ms`` (clamped at 0: a negative fixed cost is timing noise) and
+        ``total_ms`` for the full loop.
+    """
+    k1, k2 = regions
+    if not 0 < k1 < k2:
+        raise ValueError(f"loop_regions={regions} must be two increasing positive counts")
+    per_pair = max(0.0, (ms_large - ms_small) / (maps_timed * (k2 - k1)))
+    per_map = max(0.0, (ms_small - maps_timed * k1 * per_pair) / maps_timed)
+    return {
+        "per_pair_ms": per_pair,
+        "per_map_ms": per_map,
+        "total_ms": maps_total * per_map + pairs_total * per_pair,
+    }
+
+
+def _time_forward_backward(
+    fn: Any, leaf: torch.Tensor, device: torch.device, timer: PhaseTimer
+) -> torch.Tensor:
+    """Time ``fn()`` and the backward of a fixed random weighting of its output into ``leaf.grad``."""
+    leaf.grad = None
+    with timer.phase("forward"):
+        out = fn()
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(device, out.dtype)
+    with timer.phase("backward"):
+        out.backward(weights)
+    return out.detach()
+
+
+def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
+    """Section 2: forward and backward of our pooling and of the extrapolated loop; their agreement."""
+    shape = pooling_shape(device, quick)
+    regions, num_regions = pooling_regions(shape)
+    regions, num_regions = regions.to(device), num_regions.to(device)
+    generator = torch.Generator().manual_seed(0)
+    maps = shape.batch_size * shape.num_views
+    embeddings = torch.randn(maps, shape.embed_dim, shape.side, shape.side, generator=generator)
+    embeddings = embeddings.to(device).requires_grad_()
+    m = shape.num_views
+
+    def ours() -> torch.Tensor:
+        return region_means(embeddings, regions, num_regions, m)
+
+    for _ in range(shape.warmup):
+        _time_forward_backward(ours, embeddings, device, PhaseTimer(device))
+    ours_timer = PhaseTimer(device)
+    for _ in range(shape.repeats):
+        ours_out = _time_forward_backward(ours, embeddings, device, ours_timer)
+
+    loop_timer: dict[int, PhaseTimer] = {}
+    max_abs_diff = 0.0
+    first_image = int(num_regions[0])
+    for k in shape.loop_regions:
+        loop_timer[k] = PhaseTimer(device)
+        loop_out = _time_forward_backward(
+            lambda k=k: loop_region_means(embeddings, regions, num_regions, m, max_images=1, max_regions=k),
+            embeddings,
+            device,
+            loop_timer[k],
+        )
+        kept = min(k, first_image)
+        max_abs_diff = max(max_abs_diff, float((loop_out - ours_out[:, :kept]).abs().max()))
+    total_regions = int(num_regions.sum())
+    loop = {}
+    for phase in ("forward", "backward"):
+        small, large = (loop_timer[k].samples[phase][0] for k in shape.loop_regions)
+        loop[phase] = extrapolate_loop(small, large, shape.loop_regions, m, maps, m * total_regions)
+    ours_ms = {phase: median_ms(ours_timer.samples[phase]) for phase in ("forward", "backward")}
+    loop_total = loop["forward"]["total_ms"] + loop["backward"]["total_ms"]
+    ours_total = ours_ms["forward"] + ours_ms["backward"]
+    return {
+        "shape": {**asdict(shape), "loop_regions": list(shape.loop_regions)},
+        "regions_per_image": float(num_regions.float().mean()),
+        "regions_per_image_min_max": [int(num_regions.min()), int(num_regions.max())],
+        "ignore_fraction": float((regions < 0).float().mean()),
+        "ours_ms": {**ours_ms, "total": ours_total},
+        "ours_ms_samples": ours_timer.samples,
+        "loop_ms": {
+            "forward": loop["forward"]["total_ms"],
+            "backward": loop["backward"]["total_ms"],
+            "total": loop_total,
+        },
+        "loop_fit": loop,
+        "loop_subset_ms": {str(k): {p: t.samples[p][0] for p in t.samples} for k, t in loop_timer.items()},
+        "loop_extrapolated": True,
+        "speedup": loop_total / ours_total,
+        "speedup_forward": loop["forward"]["total_ms"] / ours_ms["forward"],
+        "speedup_backward": loop["backward"]["total_ms"] / ours_ms["backward"],
+        "max_abs_diff_vs_loop": max_abs_diff,
+    }

@@ -1,0 +1,362 @@
+"""Section 1 (Table 7's phases) and section 5 (scaling): where one training step spends its time.
+
+The step is the trainer's (``vice.train.train``): the same model, optimizer, AMP, channels_last, loader
+and queue, with ``RegionalSwav.forward`` split at the embedder so that the network's forward and the
+region pooling + Sinkhorn + loss can be timed apart. Every clock read is preceded by a CUDA sync.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmarks.timing import PhaseTimer, median_ms, peak_memory_mb, reset_peak_memory
+from vice.config import Config, validate
+from vice.data.folder import ImageFolder
+from vice.data.synthetic import render_scene
+from vice.data.train import ViewBatch, build_train_loader
+from vice.model import build_model
+from vice.optim import LARS, build_optimizer, cosine_lr, param_groups, set_lr
+from vice.pooling import region_means
+from vice.regions import RegionCache, decompose_cached
+from vice.swav import Prototypes, RegionQueue, swav_region_loss
+from vice.train import RegionalSwav
+
+#: Table 7's phases, in step order; the JSON and the table use these names.
+PHASES = ("data_wait", "forward", "pool_sinkhorn_loss", "backward", "optimizer")
+#: The phases a GPU computes (everything but waiting for the loader).
+COMPUTE_PHASES = PHASES[1:]
+#: The paper's queue: 5K view-0 embeddings per GPU, full in the steady state the paper's Table 7 averages.
+PAPER_QUEUE_LENGTH = 5000
+#: Side of the grid cells standing in for superpixels in the scaling sweep (so R grows with S^2).
+SCALING_CELL = 16
+#: JPEG quality of the benchmark's image folder (COCO's JPEGs are around this).
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    """One training configuration: the network and the per-GPU batch of views.
+
+    Attributes:
+        name: key in the JSON (``r18_fpn_lowres``, ``r50_dlv3p_highres``).
+        backbone: ``model.backbone``.
+        decoder: ``model.decoder``.
+        decoder_channels: ``model.decoder_channels``.
+        batch_size: B images per step.
+        num_views: M views per image.
+        view_size: S, the side of every view.
+        embed_dim: D.
+        num_prototypes: K.
+        image_size: (H, W) of the training images the views are cut from.
+    """
+
+    name: str
+    backbone: str
+    decoder: str
+    decoder_channels: int
+    batch_size: int
+    num_views: int
+    view_size: int
+    embed_dim: int = 128
+    num_prototypes: int = 128
+    image_size: tuple[int, int] = (480, 640)
+
+
+#: The paper's two settings at the paper's shapes (Sec. 4: 4 images x 5 views per GPU).
+LOWRES = TrainShape("r18_fpn_lowres", "resnet18", "fpn", 128, batch_size=4, num_views=5, view_size=256)
+HIGHRES = TrainShape(
+    "r50_dlv3p_highres", "resnet50", "deeplabv3plus", 256, batch_size=4, num_views=5, view_size=512
+)
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """What section 1 runs.
+
+    Attributes:
+        shapes: the configurations.
+        warmup: untimed steps first (allocator, cuDNN autotuning, loader start).
+        steps: timed steps.
+        num_workers: DataLoader workers.
+        queue_length: queued view-0 embeddings (pre-filled).
+    """
+
+    shapes: tuple[TrainShape, ...]
+    warmup: int
+    steps: int
+    num_workers: int
+    queue_length: int = PAPER_QUEUE_LENGTH
+
+
+def training_plan(device: torch.device, quick: bool, workers: int | None = None) -> TrainPlan:
+    """The paper's shapes on CUDA, 2 images x 3 views at 128 px on CPU, tiny shapes when ``quick``."""
+    if quick:
+        tiny = {"batch_size": 1, "num_views": 2, "view_size": 64, "image_size": (96, 128)}
+        shapes = (replace(LOWRES, **tiny), replace(HIGHRES, **tiny))  # type: ignore[arg-type]
+        return TrainPlan(
+            shapes, warmup=1, steps=1, num_workers=0 if workers is None else workers, queue_length=64
+        )
+    if device.type == "cuda":
+        default_workers = max(1, min(8, (torch.multiprocessing.cpu_count() or 2) - 2))
+        return TrainPlan((LOWRES, HIGHRES), warmup=5, steps=15, num_workers=workers or default_workers)
+    small = {"batch_size": 2, "num_views": 3, "view_size": 128}
+    shapes = (replace(LOWRES, **small), replace(HIGHRES, **small))  # type: ignore[arg-type]
+    return TrainPlan(shapes, warmup=2, steps=5, num_workers=1 if workers is None else workers)
+
+
+def bench_config(
+    shape: TrainShape, device: torch.device, data_root: str, cache_dir: str, num_workers: int, max_steps: int
+) -> Config:
+    """The trainer's config for ``shape``: an image folder, a SLIC cache, the trainer's defaults otherwise."""
+    cfg = Config(experiment="benchmark")
+    cfg.data.name, cfg.data.root = "folder", data_root
+    cfg.data.batch_size, cfg.data.num_workers = shape.batch_size, num_workers
+    cfg.regions.cache_dir = cache_dir
+    cfg.views.num_views, cfg.views.view_size = shape.num_views, shape.view_size
+    cfg.model.backbone, cfg.model.decoder = shape.backbone, shape.decoder
+    cfg.model.decoder_channels, cfg.model.embed_dim = shape.decoder_channels, shape.embed_dim
+    cfg.swav.num_prototypes = shape.num_prototypes
+    cfg.train.device, cfg.train.max_steps = device.type, max_steps
+    validate(cfg)
+    return cfg
+
+
+def write_image_folder(root: Path, num_images: int, image_size: tuple[int, int], seed: int = 0) -> Path:
+    """Render synthetic scenes once and store them as JPEGs, so the loader decodes files as on COCO."""
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(num_images):
+        image, _ = render_scene(np.random.default_rng([seed, index]), *image_size)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(root / f"{index:06d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return root
+
+
+def fill_region_cache(root: Path, cfg: Config) -> None:
+    """Decompose every image of ``root`` into ``cfg.regions.cache_dir`` (the steady state after epoch 1)."""
+    assert cfg.regions.cache_dir is not None
+    cache = RegionCache(cfg.regions.cache_dir)
+    folder = ImageFolder(root)
+    for index in range(len(folder)):
+        decompose_cached(folder[index][0], cfg.regions, cache)
+
+
+@dataclass
+class StepParts:
+    """Everything one training step touches, built as ``vice.train.train`` builds it."""
+
+    model: RegionalSwav
+    optimizer: LARS
+    scaler: torch.amp.GradScaler
+    queue: RegionQueue | None
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    num_views: int
+    peak_lr: float
+    max_steps: int
+
+
+def build_step_parts(cfg: Config, device: torch.device, prefill_queue: bool = True) -> StepParts:
+    """The trainer's model, LARS optimizer, scaler and queue on ``device`` (single process).
+
+    Args:
+        cfg: the validated config.
+        device: where the model lives.
+        prefill_queue: fill the queue with random unit vectors, as it is after its first steps.
+    """
+    torch.manual_seed(cfg.seed)
+    s = cfg.swav
+    model = RegionalSwav(
+        build_model(cfg.model),
+        Prototypes(cfg.model.embed_dim, s.num_prototypes),
+        s.temperature,
+        s.sinkhorn_epsilon,
+        s.sinkhorn_iterations,
+    ).to(device)
+    use_cuda = device.type == "cuda"
+    channels_last = use_cuda and cfg.train.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    queue = None
+    if s.queue_length:
+        queue = RegionQueue(s.queue_length, cfg.model.embed_dim).to(device)
+        if prefill_queue:
+            queue.push(F.normalize(torch.randn(s.queue_length, cfg.model.embed_dim, device=device), dim=1))
+    optimizer = build_optimizer(
+        param_groups(model, cfg.optim.weight_decay),
+        lr=cfg.optim.base_lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        lars_trust=cfg.optim.lars_trust,
+    )
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if use_cuda else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    model.train()
+    return StepParts(
+        model,
+        optimizer,
+        scaler,
+        queue,
+        device,
+        amp_dtype,
+        channels_last,
+        cfg.views.num_views,
+        cfg.optim.base_lr,
+        cfg.train.max_steps,
+    )
+
+
+def loss_from_embeddings(
+    model: RegionalSwav,
+    embeddings: torch.Tensor,
+    regions: torch.Tensor,
+    num_regions: torch.Tensor,
+    num_views: int,
+    queue: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``RegionalSwav.forward`` after its embedder call (tests check that the two agree).
+
+    Args:
+        model: the regional SwAV model (its prototypes and loss scalars are used).
+        embeddings: (B*M, D, S, S) the embedder's output.
+        regions: (B*M, S, S) int64 mutual region ids, -1 = ignore.
+        num_regions: (B,) int64.
+        num_views: M.
+        queue: (F, D) queued embeddings or None.
+
+    Returns:
+        loss (scalar), codes (N, K), and the (N, D) normalized view-0 region means.
+    """
+    means = region_means(embeddings, regions, num_regions, num_views)  # (M, N, D)
+    loss, codes = swav_region_loss(
+        means, model.prototypes, model.temperature, model.sinkhorn_epsilon, model.sinkhorn_iterations, queue
+    )
+    z0 = F.normalize(means[0].detach().float(), dim=-1)  # (N, D)
+    return loss, codes, z0
+
+
+def timed_steps(parts: StepParts, batches: Iterator[ViewBatch], steps: int, timer: PhaseTimer) -> list[int]:
+    """Run ``steps`` training steps, timing each of :data:`PHASES`; return the regions per step.
+
+    The order of operations is the trainer's: fetch and copy, forward under autocast, loss and its
+    finiteness check (a host sync), zero_grad + backward, LR + optimizer step + prototype
+    normalization + queue push.
+    """
+    model, device = parts.model, parts.device
+    autocast = torch.autocast(
+        device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None
+    )
+    regions_seen = []
+    for step in range(steps):
+        with timer.phase("data_wait"):
+            batch = next(batches)
+            views = batch.views.to(device, non_blocking=True)
+            if parts.channels_last:
+                views = views.contiguous(memory_format=torch.channels_last)
+            regions = batch.regions.to(device, non_blocking=True)
+            num_regions = batch.num_regions.to(device)
+        with timer.phase("forward"), autocast:
+            embeddings = model.embedder(views)
+        with timer.phase("pool_sinkhorn_loss"):
+            with autocast:
+                queue = parts.queue.contents() if parts.queue is not None else None
+                loss, _, z0 = loss_from_embeddings(
+                    model, embeddings, regions, num_regions, parts.num_views, queue
+                )
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"benchmark step {step}: loss is {loss.item()}")
+        with timer.phase("backward"):
+            parts.optimizer.zero_grad(set_to_none=True)
+            parts.scaler.scale(loss).backward()
+        with timer.phase("optimizer"):
+            set_lr(parts.optimizer, cosine_lr(step, parts.peak_lr, 0, parts.max_steps, 0.001))
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
+            model.prototypes.normalize_()
+            if parts.queue is not None:
+                parts.queue.push(z0)
+        regions_seen.append(int(batch.num_regions.sum()))
+    return regions_seen
+
+
+def summarize_phases(samples: dict[str, list[float]]) -> dict[str, Any]:
+    """Medians per phase, the median step and compute time, and Table 7's two ratios.
+
+    Args:
+        samples: phase -> per-step milliseconds, every phase of :data:`PHASES` with equal lengths.
+
+    Returns:
+        ``phases_ms``, ``step_ms`` (median of per-step sums), ``compute_ms`` (the same without the
+        data wait), ``backward_over_forward`` and ``loss_share_of_forward`` (pooling + Sinkhorn + loss
+        over forward), from the medians.
+    """
+    missing = [p for p in PHASES if not samples.get(p)]
+    if missing:
+        raise ValueError(f"phases {missing} were never timed: every step must pass through {PHASES}")
+    per_step = np.array([samples[p] for p in PHASES])  # (phases, steps)
+    phases = {p: median_ms(samples[p]) for p in PHASES}
+    return {
+        "phases_ms": phases,
+        "step_ms": float(np.median(per_step.sum(axis=0))),
+        "compute_ms": float(np.median(per_step[1:].sum(axis=0))),
+        "backward_over_forward": phases["backward"] / phases["forward"],
+        "loss_share_of_forward": phases["pool_sinkhorn_loss"] / phases["forward"],
+    }
+
+
+def measure_training(
+    shape: TrainShape, plan: TrainPlan, device: torch.device, workdir: Path
+) -> dict[str, Any]:
+    """Time the trainer's step for one configuration with its real loader (JPEG folder, cached SLIC).
+
+    Returns:
+        The configuration, per-phase medians and samples, ratios, peak memory and regions per image.
+    """
+    max_steps = plan.warmup + plan.steps
+    root = write_image_folder(
+        workdir / f"images_{shape.image_size[0]}x{shape.image_size[1]}",
+        4 * shape.batch_size,
+        shape.image_size,
+    )
+    cfg = bench_config(shape, device, str(root), str(workdir / "region_cache"), plan.num_workers, max_steps)
+    cfg.swav.queue_length, cfg.swav.queue_start_step = plan.queue_length, 0
+    fill_region_cache(root, cfg)
+    parts = build_step_parts(cfg, device)
+    batches = iter(build_train_loader(cfg, rank=0, world_size=1, start_step=0))
+    timed_steps(parts, batches, plan.warmup, PhaseTimer(device))
+    reset_peak_memory(device)
+    timer = PhaseTimer(device)
+    regions = timed_steps(parts, batches, plan.steps, timer)
+    memory, memory_kind = peak_memory_mb(device)
+    return {
+        **asdict(shape),
+        "num_workers": plan.num_workers,
+        "amp": str(parts.amp_dtype).removeprefix("torch.") if parts.amp_dtype else "none",
+        "channels_last": parts.channels_last,
+        "queue_length": plan.queue_length,
+        "warmup_steps": plan.warmup,
+        "steps_timed": plan.steps,
+        **summarize_phases(timer.samples),
+        "phases_ms_samples": timer.samples,
+        "regions_per_image": float(np.mean(regions)) / shape.batch_size,
+        "peak_memory_mb": memory,
+        "memory_kind": memory_kind,
+    }
+
+
+def run_training(device: torch.device, quick: bool, workers: int | None = None) -> dict[str, Any]:
+    """Section 1: the step breakdown of every configuration of :func:`training_plan`."""
+    plan = training_plan(device, quick, workers)
+    with tempfile.TemporaryDirectory(prefix="vice-bench-") as tmp:
+        configs = {shape.name: measure_training(shape, plan, device, Path(tmp)) for shape in plan.shapes}
+    return {"configs": configs}
