@@ -28,6 +28,20 @@ def run_app(task: str) -> None:
             result = train(config)
             print(f"trained {result.steps} steps; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
             print(f"checkpoints in {result.run_dir / 'checkpoints'}")
+        elif task == "job":
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            from vice.job import run_job
+
+            if HydraConfig.get().mode == RunMode.MULTIRUN and config.tracking.sweep_id is None:
+                raise ValueError(
+                    "every job of a plain multirun would share run_dir: run sweeps with "
+                    "`vice-sweep EXPERIMENT [overrides]`, which gives each job its own"
+                )
+            metrics = run_job(config)
+            print("\n".join(f"{key} = {value:.4f}" for key, value in sorted(metrics.items())))
+            print(f"run dir: {config.run_dir}")
         else:
             raise ValueError(f"unknown task {task!r}")
 

@@ -1,0 +1,331 @@
+"""One sweep job: train, evaluate, and record both in the job's MLflow run (``python -m vice.job``).
+
+A job is identified by its ``run_key``, a hash of its *semantic* config (everything that changes what
+it computes, the seed included; paths, worker counts and tracking settings excluded). ``vice-sweep``
+gives every job the deterministic ``run_dir`` ``<output dir>/<experiment>/runs/<run_key>``, so a
+requeued, preempted or re-submitted job finds its checkpoints and its MLflow run id there and
+continues both instead of starting over.
+
+Life cycle of :func:`run_job` (only rank 0 of a DDP job logs, checkpoints or writes files):
+
+1. validate the config, check the run dir matches the run key;
+2. open (or re-attach to) the MLflow child run under the sweep's parent, log the flattened config;
+3. train, with intermediate evaluations every ``train.eval_every`` steps;
+4. evaluate the final model, log the metrics, the evaluation tags and the pictures;
+5. log the resolved config and the final checkpoint path, and close the run FINISHED.
+
+An exception closes the run FAILED and leaves ``error.txt`` (traceback and log paths) in the run
+dir for ``vice-sweep``'s failure summary; a signal exit (preemption, ``scancel``) closes it KILLED,
+and the requeued or re-submitted job sets it back to RUNNING.
+
+Torch, MLflow and the evaluation are imported inside functions: submitit pickles the task function
+with cloudpickle, and ``vice-sweep`` imports this module only to name it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import traceback
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vice.config import Config, to_config, validate
+from vice.tracking import NullLogger, RunLogger, flatten_config
+
+log = logging.getLogger(__name__)
+
+#: Experiments named ``<paper experiment>_smoke`` run on the synthetic scenes and are tagged ``smoke``.
+SMOKE_SUFFIX = "_smoke"
+#: Hex digits of the sha256 kept as the run key.
+RUN_KEY_LENGTH = 16
+#: Flattened config keys that do not change what a job computes: bookkeeping, paths, hardware,
+#: logging and checkpoint cadence. Everything else, the seed included, goes into the run key.
+NON_SEMANTIC_KEYS = frozenset(
+    {
+        "experiment",
+        "run_dir",
+        "data.root",
+        "data.num_workers",
+        "eval.root",
+        "eval.batch_size",
+        "eval.pictures",
+        "regions.cache_dir",
+        "train.device",
+        "train.threads",
+        "train.log_every",
+        "train.checkpoint_every",
+    }
+)
+NON_SEMANTIC_PREFIXES = ("tracking.",)
+#: Override keys left out of a job's display name: paths and the tracking settings vice-sweep adds.
+HIDDEN_OVERRIDE_KEYS = (
+    "experiment",
+    "run_dir",
+    "data.root",
+    "eval.root",
+    "model.pretrained",
+    "regions.cache_dir",
+)
+HIDDEN_OVERRIDE_PREFIXES = ("tracking.", "hydra.", "hydra/")
+#: Default output dir (MLflow store, run dirs) relative to the working dir.
+DEFAULT_OUTPUT_DIR = "outputs"
+RUNS_DIR = "runs"
+#: Files a job leaves in its run dir.
+CONFIG_FILE = "config.yaml"
+ERROR_FILE = "error.txt"
+CHECKPOINT_PATH_FILE = "checkpoint_path.txt"
+EVAL_DIR = "eval"
+#: Traceback lines kept in the run's ``error`` tag.
+ERROR_TAG_LINES = 20
+
+
+def semantic_config(cfg: Config) -> dict[str, str]:
+    """The flattened config that defines what a job computes (the input of :func:`compute_run_key`).
+
+    ``model.pretrained`` enters by file name only, so moving the weights keeps the key.
+
+    Returns:
+        Dotted key -> MLflow param text, without :data:`NON_SEMANTIC_KEYS` and ``tracking.*``.
+    """
+    flat = {
+        key: value
+        for key, value in flatten_config(cfg).items()
+        if key not in NON_SEMANTIC_KEYS and not key.startswith(NON_SEMANTIC_PREFIXES)
+    }
+    if cfg.model.pretrained is not None:
+        flat["model.pretrained"] = Path(cfg.model.pretrained).name
+    return flat
+
+
+def compute_run_key(cfg: Config) -> str:
+    """The job's identity: the first :data:`RUN_KEY_LENGTH` hex digits of sha256(semantic config)."""
+    text = json.dumps(semantic_config(cfg), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:RUN_KEY_LENGTH]
+
+
+def job_dir(output_dir: str | Path, experiment: str, run_key: str) -> Path:
+    """The deterministic run dir of a job: ``<output_dir>/<experiment>/runs/<run_key>``."""
+    return Path(output_dir) / experiment / RUNS_DIR / run_key
+
+
+def is_smoke(experiment: str) -> bool:
+    """True for a smoke experiment (``table3_decomposition_smoke``)."""
+    return experiment.endswith(SMOKE_SUFFIX)
+
+
+def mlflow_experiment(cfg: Config) -> str:
+    """The MLflow experiment a job logs to: ``tracking.experiment``, else the experiment's name."""
+    return cfg.tracking.experiment or cfg.experiment
+
+
+def display_overrides(overrides: Iterable[str]) -> list[str]:
+    """The overrides that tell jobs apart, without paths and the settings vice-sweep adds."""
+    shown = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in HIDDEN_OVERRIDE_KEYS or key.startswith(HIDDEN_OVERRIDE_PREFIXES):
+            continue
+        shown.append(override)
+    return shown
+
+
+def log_paths() -> dict[str, str]:
+    """Where this job's output goes: submitit's stdout/stderr files and Hydra's job log, when set."""
+    paths: dict[str, str] = {}
+    try:
+        import submitit
+
+        job_paths = submitit.JobEnvironment().paths
+        paths["log_path"] = str(job_paths.stdout).replace("%t", "0")
+        paths["err_path"] = str(job_paths.stderr).replace("%t", "0")
+    except RuntimeError:  # not inside a submitit job
+        pass
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        paths["hydra_log_path"] = str(Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log")
+    return paths
+
+
+def run_tags(cfg: Config, run_key: str) -> dict[str, str]:
+    """The sweep tags of a job's run (docs/architecture.md) plus its log paths."""
+    tags = {"experiment": cfg.experiment, "run_key": run_key, "smoke": str(is_smoke(cfg.experiment)).lower()}
+    if cfg.tracking.sweep_id is not None:
+        tags["sweep_id"] = cfg.tracking.sweep_id
+    if cfg.tracking.parent_run_id is not None:
+        tags["mlflow.parentRunId"] = cfg.tracking.parent_run_id  # a re-run moves under the new sweep
+    return {**tags, **log_paths()}
+
+
+def _run_name(run_key: str) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        shown = display_overrides(HydraConfig.get().overrides.task)
+        if shown:
+            return " ".join(shown)
+    return run_key
+
+
+def _open_logger(cfg: Config, run_key: str) -> RunLogger:
+    """The job's MLflow run (created, or re-attached through ``<run_dir>/mlflow_run_id``)."""
+    from vice.tracking import RUN_ID_FILE, open_run, resolve_tracking_uri
+
+    if not cfg.tracking.enabled:
+        return NullLogger()
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, DEFAULT_OUTPUT_DIR)
+    reattached = (Path(cfg.run_dir) / RUN_ID_FILE).exists()
+    logger = open_run(
+        uri,
+        mlflow_experiment(cfg),
+        cfg.run_dir,
+        parent_run_id=cfg.tracking.parent_run_id,
+        run_name=_run_name(run_key),
+        tags=run_tags(cfg, run_key),
+    )
+    params = flatten_config(cfg)
+    if reattached:  # MLflow refuses to change a param: log only what the first attempt did not
+        logged = logger.client.get_run(logger.run_id).data.params
+        params = {key: value for key, value in params.items() if key not in logged}
+    logger.log_params(params)
+    return logger
+
+
+def _error_text(error: BaseException, paths: Mapping[str, str]) -> str:
+    lines = traceback.format_exception(error)
+    where = [f"{name}: {path}" for name, path in paths.items()]
+    return "".join(lines) + "\n".join(where) + "\n"
+
+
+def tail(text: str, num_lines: int) -> str:
+    """The last ``num_lines`` non-empty lines of ``text``."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-num_lines:])
+
+
+def _record_failure(run_dir: Path, logger: RunLogger, error: BaseException) -> None:
+    """Leave ``error.txt`` and the ``error`` tag, and close the run FAILED (never masking ``error``)."""
+    text = _error_text(error, log_paths())
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text(text)
+        logger.set_tags({"error": tail(text, ERROR_TAG_LINES)})
+        logger.close("FAILED")
+    except Exception:
+        log.exception("could not record the failure of %s", run_dir)
+
+
+def _close_quietly(logger: RunLogger, status: str) -> None:
+    try:
+        logger.close(status)
+    except Exception:
+        log.exception("could not mark the run %s", status)
+
+
+def _log_outputs(cfg: Config, logger: RunLogger, run_dir: Path, resumed_from: int) -> None:
+    """Log the resolved config and the final checkpoint's path (as a tag and an artifact)."""
+    from vice.checkpoint import list_checkpoints
+
+    logger.log_artifact(run_dir / CONFIG_FILE)
+    checkpoints = list_checkpoints(run_dir)
+    tags = {"resumed_from_step": str(resumed_from)}
+    if checkpoints:
+        final = checkpoints[-1].resolve()
+        (run_dir / CHECKPOINT_PATH_FILE).write_text(f"{final}\n")
+        logger.log_artifact(run_dir / CHECKPOINT_PATH_FILE)
+        tags["checkpoint_path"] = str(final)
+    logger.set_tags(tags)
+
+
+def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> dict[str, float]:
+    from vice.dist import cleanup
+    from vice.evaluate.app import build_evaluator
+    from vice.evaluate.run import eval_tags
+    from vice.train import train
+
+    run_dir = Path(cfg.run_dir)
+    eval_dir = run_dir / EVAL_DIR
+    evaluate_ = build_evaluator(cfg, eval_dir) if main_process and cfg.eval.enabled else None
+    intermediate = evaluate_ if cfg.train.eval_every else None
+    result = train(cfg, logger, intermediate)
+    cleanup()  # the other ranks are done; rank 0 evaluates alone
+    if not main_process:
+        return {}
+    _log_outputs(cfg, logger, run_dir, result.resumed_from)
+    if evaluate_ is None:
+        return {}
+    metrics = evaluate_(result.embedder, result.steps)
+    logger.log_metrics(metrics, step=result.steps)
+    dataset = cfg.eval.dataset or cfg.data.name
+    logger.set_tags(eval_tags(cfg.eval, dataset, cfg.data.split_set, "eval"))
+    logger.log_artifact(eval_dir / f"step_{result.steps:08d}", EVAL_DIR)
+    return metrics
+
+
+def run_job(cfg: Config) -> dict[str, float]:
+    """Train and evaluate one job, recording it in its MLflow run; resumes from ``cfg.run_dir``.
+
+    Args:
+        cfg: the job's full config; under ``vice-sweep`` its ``run_dir`` ends in its run key and
+            ``tracking`` names the store, the parent run and the sweep.
+
+    Returns:
+        The final evaluation metrics on rank 0 (empty with ``eval.enabled=false`` and on other ranks).
+
+    Raises:
+        RuntimeError: the run dir is not the one of this config's run key (the job's config differs
+            from the one ``vice-sweep`` validated).
+    """
+    from vice.dist import read_dist_env
+
+    validate(cfg)
+    run_key = compute_run_key(cfg)
+    run_dir = Path(cfg.run_dir)
+    if cfg.tracking.sweep_id is not None and run_dir.name != run_key:
+        raise RuntimeError(
+            f"run_dir={run_dir} was planned for run key {run_dir.name}, but this job's config has run key "
+            f"{run_key}: the config composed differently in the job than in vice-sweep (an environment "
+            "variable or a config file changed in between?); re-run vice-sweep"
+        )
+    main_process = read_dist_env().rank == 0
+    logger: RunLogger = NullLogger()
+    try:
+        if main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            (run_dir / ERROR_FILE).unlink(missing_ok=True)
+            logger = _open_logger(cfg, run_key)
+        metrics = _train_and_evaluate(cfg, logger, main_process)
+    except Exception as error:
+        log.exception("job %s failed", run_dir)
+        if main_process:
+            _record_failure(run_dir, logger, error)
+        raise
+    except BaseException:  # a signal exit: a requeued or re-submitted job re-attaches to the run
+        if main_process:
+            _close_quietly(logger, "KILLED")
+        raise
+    if main_process:
+        logger.close("FINISHED")
+    return metrics
+
+
+def hydra_task(raw: DictConfig) -> dict[str, float]:
+    """The Hydra task function every sweep job runs (what hydra-submitit-launcher pickles)."""
+    return run_job(to_config(raw))
+
+
+def main() -> None:
+    """Hydra entry point: one job from ``sweeps/config.yaml`` (``python -m vice.job experiment=demo``)."""
+    from vice.app import run_app
+
+    run_app("job")
+
+
+if __name__ == "__main__":
+    main()
