@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import faiss
 import torch
 
 from benchmarks.evaluation import run_evaluation
@@ -66,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=None, help="training loader workers (default 1 on CPU, <= 8 on CUDA)"
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch and FAISS CPU threads (0 = their defaults)"
+    )
     return parser.parse_args(argv)
 
 
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     device = resolve_device(args.device)
     sections = args.only or list(SECTIONS)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -3,15 +3,17 @@
 The region maps are real: SLIC on a synthetic scene, masked per view by Algorithm 1's region masking,
 and relabelled to the mutual regions (``vice.views``), about 800 regions per image at 400 x 400.
 
-The loop costs minutes at the full shape (every region's backward writes a full-map gradient), so it
-is timed on two subsets, with k1 and k2 regions of every map of one image, and a line
-``time = maps * per_map + pairs * per_pair`` through the two is extrapolated to all maps and all
-(map, region) pairs. Every mask covers the whole map, so a pair costs the same whichever it is.
+The loop costs about half an hour on a CPU at the full shape (every region's backward writes a
+full-map gradient), so it is timed on subsets, k regions of one map for a few k, and the least-squares
+line ``ms = per_map + k * per_region`` is extrapolated to all B*M maps and all M*N (map, region) pairs.
+Every mask covers the whole map, so a region costs the same whichever it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,7 +41,7 @@ class PoolingShape:
         side: h = w of every embedding map.
         embed_dim: D.
         slic_region_size: SLIC region size giving about 800 mutual regions per image after masking.
-        loop_regions: (k1, k2) regions per map of the two timed loop subsets.
+        loop_regions: region counts k of the timed loop subsets (k regions of one map each).
         repeats: timed repeats of ours (the loop subsets are timed once each).
         warmup: untimed repeats of ours.
     """
@@ -49,7 +51,7 @@ class PoolingShape:
     side: int = 400
     embed_dim: int = 128
     slic_region_size: int = 14
-    loop_regions: tuple[int, int] = (2, 8)
+    loop_regions: tuple[int, ...] = (4, 16, 64)
     repeats: int = 3
     warmup: int = 1
 
@@ -57,9 +59,9 @@ class PoolingShape:
 def pooling_shape(device: torch.device, quick: bool) -> PoolingShape:
     """The issue's shape (4 x 5 maps of 400^2, ~800 regions, D = 128); tiny maps when ``quick``."""
     if quick:
-        return PoolingShape(2, 2, 48, 8, slic_region_size=8, loop_regions=(2, 4), repeats=1, warmup=0)
+        return PoolingShape(2, 2, 48, 8, slic_region_size=8, loop_regions=(2, 4, 8), repeats=1, warmup=0)
     if device.type == "cuda":
-        return PoolingShape(loop_regions=(16, 64), repeats=10, warmup=3)
+        return PoolingShape(loop_regions=(16, 64, 256), repeats=10, warmup=3)
     return PoolingShape()
 
 
@@ -86,36 +88,30 @@ def pooling_regions(shape: PoolingShape, seed: int = 0) -> tuple[torch.Tensor, t
 
 
 def extrapolate_loop(
-    ms_small: float,
-    ms_large: float,
-    regions: tuple[int, int],
-    maps_timed: int,
-    maps_total: int,
-    pairs_total: int,
+    regions: Sequence[int], ms: Sequence[float], maps_total: int, pairs_total: int
 ) -> dict[str, float]:
-    """Fit ``ms = maps * per_map + pairs * per_pair`` through two subset timings and extrapolate.
+    """Fit ``ms = per_map + k * per_region`` to timings of k regions of one map; extrapolate to the full loop.
 
     Args:
-        ms_small: time of the subset with ``regions[0]`` regions on each of ``maps_timed`` maps.
-        ms_large: the same with ``regions[1]`` regions per map.
-        regions: (k1, k2), k1 < k2.
-        maps_timed: maps visited by each subset.
-        maps_total: B*M.
-        pairs_total: M*N, every (map, region) pair of the full loop.
+        regions: the k of every timed subset (at least two distinct values).
+        ms: the time of each subset.
+        maps_total: B*M maps of the full loop.
+        pairs_total: M*N (map, region) pairs of the full loop.
 
     Returns:
-        ``per_pair_ms``, ``per_map_ms`` (clamped at 0: a negative fixed cost is timing noise) and
-        ``total_ms`` for the full loop.
+        ``per_region_ms`` and ``per_map_ms`` (each clamped at 0: a negative cost is timing noise) and
+        ``total_ms = maps_total * per_map_ms + pairs_total * per_region_ms``.
     """
-    k1, k2 = regions
-    if not 0 < k1 < k2:
-        raise ValueError(f"loop_regions={regions} must be two increasing positive counts")
-    per_pair = max(0.0, (ms_large - ms_small) / (maps_timed * (k2 - k1)))
-    per_map = max(0.0, (ms_small - maps_timed * k1 * per_pair) / maps_timed)
+    if len(set(regions)) < 2 or len(regions) != len(ms):
+        raise ValueError(
+            f"loop_regions={list(regions)} needs >= 2 distinct counts, one time each (got {len(ms)})"
+        )
+    slope, intercept = np.polyfit(np.asarray(regions, float), np.asarray(ms, float), 1)
+    per_region, per_map = max(0.0, float(slope)), max(0.0, float(intercept))
     return {
-        "per_pair_ms": per_pair,
+        "per_region_ms": per_region,
         "per_map_ms": per_map,
-        "total_ms": maps_total * per_map + pairs_total * per_pair,
+        "total_ms": maps_total * per_map + pairs_total * per_region,
     }
 
 
@@ -152,24 +148,17 @@ def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
     for _ in range(shape.repeats):
         ours_out = _time_forward_backward(ours, embeddings, device, ours_timer)
 
-    loop_timer: dict[int, PhaseTimer] = {}
+    loop_timer = PhaseTimer(device)
     max_abs_diff = 0.0
-    first_image = int(num_regions[0])
     for k in shape.loop_regions:
-        loop_timer[k] = PhaseTimer(device)
-        loop_out = _time_forward_backward(
-            lambda k=k: loop_region_means(embeddings, regions, num_regions, m, max_images=1, max_regions=k),
-            embeddings,
-            device,
-            loop_timer[k],
-        )
-        kept = min(k, first_image)
-        max_abs_diff = max(max_abs_diff, float((loop_out - ours_out[:, :kept]).abs().max()))
-    total_regions = int(num_regions.sum())
-    loop = {}
-    for phase in ("forward", "backward"):
-        small, large = (loop_timer[k].samples[phase][0] for k in shape.loop_regions)
-        loop[phase] = extrapolate_loop(small, large, shape.loop_regions, m, maps, m * total_regions)
+        subset = partial(loop_region_means, embeddings, regions, num_regions, m, 1, 1, k)
+        loop_out = _time_forward_backward(subset, embeddings, device, loop_timer)  # (1, k', D)
+        max_abs_diff = max(max_abs_diff, float((loop_out - ours_out[:1, : loop_out.shape[1]]).abs().max()))
+    pairs = m * int(num_regions.sum())
+    loop = {
+        phase: extrapolate_loop(shape.loop_regions, loop_timer.samples[phase], maps, pairs)
+        for phase in ("forward", "backward")
+    }
     ours_ms = {phase: median_ms(ours_timer.samples[phase]) for phase in ("forward", "backward")}
     loop_total = loop["forward"]["total_ms"] + loop["backward"]["total_ms"]
     ours_total = ours_ms["forward"] + ours_ms["backward"]
@@ -186,7 +175,7 @@ def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
             "total": loop_total,
         },
         "loop_fit": loop,
-        "loop_subset_ms": {str(k): {p: t.samples[p][0] for p in t.samples} for k, t in loop_timer.items()},
+        "loop_subset_ms": loop_timer.samples,
         "loop_extrapolated": True,
         "speedup": loop_total / ours_total,
         "speedup_forward": loop["forward"]["total_ms"] / ours_ms["forward"],

@@ -121,11 +121,11 @@ def _pooling(pooling: dict[str, Any]) -> list[str]:
         "",
         *_table(["", "Forward", "Backward", "Forward + backward"], rows),
         "",
-        f"The loop was timed on {s['loop_regions'][0]} and {s['loop_regions'][1]} regions of each of {s['num_views']} maps "
-        f"and extrapolated: forward {fmt(fit['forward']['per_pair_ms'])} ms per region + "
-        f"{fmt(fit['forward']['per_map_ms'])} ms per map, backward {fmt(fit['backward']['per_pair_ms'])} ms per region + "
-        f"{fmt(fit['backward']['per_map_ms'])} ms per map. Largest difference from ours on the timed rows: "
-        f"{pooling['max_abs_diff_vs_loop']:.1e}.",
+        f"The loop was timed on {', '.join(map(str, s['loop_regions']))} regions of one map and extrapolated "
+        f"to all {s['batch_size'] * s['num_views']} maps and all regions by a least-squares line: forward "
+        f"{fmt(fit['forward']['per_region_ms'])} ms per region + {fmt(fit['forward']['per_map_ms'])} ms per map, "
+        f"backward {fmt(fit['backward']['per_region_ms'])} ms per region + {fmt(fit['backward']['per_map_ms'])} ms "
+        f"per map. Largest difference from ours on the timed rows: {pooling['max_abs_diff_vs_loop']:.1e}.",
     ]
 
 
@@ -248,7 +248,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"# Benchmarks: {meta['device_name']}",
         "",
         f"`{meta['command']}` at {meta['started_at']} (commit {str(meta.get('git_commit'))[:10]}), torch {meta['torch']}, "
-        f"{meta['torch_threads']} torch threads on {meta['cpu_count']} CPUs ({meta['cpu_name']}). "
+        f"{meta['torch_threads']} torch / {meta.get('faiss_threads', '?')} FAISS threads on {meta['cpu_count']} CPUs ({meta['cpu_name']}). "
         f"Load average (1/5/15 min) at start {load.get('start')}, at end {load.get('end')}.",
     ]
     if meta.get("quick"):

@@ -91,7 +91,7 @@ def _pooling_target(pooling: dict[str, Any]) -> Target:
     note = (
         f"{s['batch_size']}x{s['num_views']} maps of {s['side']}^2, D={s['embed_dim']}, "
         f"{pooling['regions_per_image']:.0f} regions/image; loop extrapolated from "
-        f"{s['loop_regions'][0]} and {s['loop_regions'][1]} regions per map"
+        f"{', '.join(map(str, s['loop_regions']))} regions of one map"
     )
     return Target(
         "pooling_speedup",

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import faiss
 import torch
 
 #: Reset the peak resident set size (VmHWM) of this process (Linux >= 4.0, see proc(5) clear_refs).
@@ -146,6 +147,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "cpu_name": device_name(torch.device("cpu")),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "faiss_threads": faiss.omp_get_max_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -58,8 +58,11 @@ def test_loop_reference_on_a_subset_gives_the_leading_rows_of_each_view():
     num_regions, m = torch.tensor([5, 3]), 2
     regions = planted_maps(num_regions, m, 6, 6, seed=1)
     emb = torch.randn(4, 3, 6, 6, dtype=torch.float64)
+    full = region_means(emb, regions, num_regions, m)
     subset = loop_region_means(emb, regions, num_regions, m, max_images=1, max_regions=2)
-    torch.testing.assert_close(subset, region_means(emb, regions, num_regions, m)[:, :2])
+    torch.testing.assert_close(subset, full[:, :2])
+    one_map = loop_region_means(emb, regions, num_regions, m, max_views=1, max_images=1, max_regions=9)
+    torch.testing.assert_close(one_map, full[:1, :5])  # image 0 has only 5 regions
 
 
 def test_hand_computed_loop_means():
@@ -70,19 +73,20 @@ def test_hand_computed_loop_means():
 
 
 def test_extrapolate_loop_recovers_per_map_and_per_region_costs():
-    # 5 maps timed; per map 3 ms, per (map, region) 0.5 ms: k=2 -> 15 + 5 = 20, k=8 -> 15 + 20 = 35.
-    fit = extrapolate_loop(20.0, 35.0, (2, 8), maps_timed=5, maps_total=20, pairs_total=4000)
-    assert fit["per_pair_ms"] == pytest.approx(0.5)
+    # One map costs 3 ms, each region 0.5 ms: k = 4, 16, 64 take 5, 11 and 35 ms.
+    fit = extrapolate_loop([4, 16, 64], [5.0, 11.0, 35.0], maps_total=20, pairs_total=4000)
+    assert fit["per_region_ms"] == pytest.approx(0.5)
     assert fit["per_map_ms"] == pytest.approx(3.0)
     assert fit["total_ms"] == pytest.approx(20 * 3.0 + 4000 * 0.5)
 
 
-def test_extrapolate_loop_clamps_noise_below_zero():
-    fit = extrapolate_loop(10.0, 9.0, (2, 8), maps_timed=5, maps_total=20, pairs_total=4000)
-    assert fit["per_pair_ms"] == 0.0
-    assert fit["total_ms"] == pytest.approx(20 * 2.0)
-    with pytest.raises(ValueError, match="increasing"):
-        extrapolate_loop(1.0, 2.0, (8, 2), 5, 20, 4000)
+def test_extrapolate_loop_clamps_negative_costs_and_needs_two_counts():
+    fit = extrapolate_loop([2, 8], [10.0, 9.0], maps_total=20, pairs_total=4000)
+    assert fit["per_region_ms"] == 0.0
+    assert fit["per_map_ms"] == pytest.approx(10 + 2 / 6)  # intercept of the line through both points
+    assert fit["total_ms"] == pytest.approx(20 * fit["per_map_ms"])
+    with pytest.raises(ValueError, match="distinct"):
+        extrapolate_loop([8, 8], [1.0, 2.0], 20, 4000)
 
 
 def test_pooling_regions_are_mutual_and_consecutive():
