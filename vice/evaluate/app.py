@@ -104,7 +104,7 @@ def format_table(metrics: dict[str, float]) -> str:
             rows[PIPELINE_NAMES[prefix]] = {stem: f"{100 * value:.2f}" for stem, value in stems.items()}
     columns = list(dict.fromkeys(stem for row in rows.values() for stem in row))
     table = [[name, *(row.get(column, "-") for column in columns)] for name, row in rows.items()]
-    return tabulate(table, headers=["", *columns])
+    return tabulate(table, headers=["", *columns], disable_numparse=True)
 
 
 def run_eval(cfg: Config) -> dict[str, float]:

@@ -469,6 +469,11 @@ def evaluate(
     samples, skipped = collect_samples(
         pipelines, DataLoader(train_view, **loader_args), cfg.kmeans_sample, device
     )
+    if mapping_fit_set == "train" and not bool((samples[MODEL_PREFIX][1] >= 0).any()):
+        raise ValueError(
+            "mapping_fit_set=train but the train split has no labelled pixel (e.g. Cityscapes split_set=picie "
+            "trains on test + train_extra): fit the mapping on the eval split"
+        )
     fitted = {
         p.prefix: fit_pipeline(p, *samples[p.prefix], cfg, num_classes, seed, probe_batch_pixels)
         for p in pipelines
