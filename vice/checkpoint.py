@@ -96,19 +96,19 @@ def load_for_eval(path: str | Path, map_location: str | torch.device = "cpu") ->
         path: a ``step_*.pt`` file, or a run dir (its newest checkpoint is used).
         map_location: where the tensors are loaded.
     """
-    from omegaconf import OmegaConf
-
-    from vice.config import Config, to_config
+    from vice.config import to_config
     from vice.model import build_model
 
     path = Path(path)
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
-            raise FileNotFoundError(f"no checkpoint in {path / CHECKPOINT_DIR}: train first, or pass a .pt file")
+            raise FileNotFoundError(
+                f"no checkpoint in {path / CHECKPOINT_DIR}: train first, or pass a .pt file"
+            )
         path = found[-1]
     state = load_checkpoint(path, map_location)
-    cfg = to_config(OmegaConf.merge(OmegaConf.structured(Config), state["config"]))
+    cfg = to_config(state["config"])
     model = build_model(cfg.model)
     prefix = "embedder."
     weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}

@@ -242,7 +242,9 @@ def validate(cfg: Config | DictConfig) -> None:
         list(d.image_size),
         "[H, W], each >= 16",
     )
-    _check(d.split_set in CITYSCAPES_SPLIT_SETS, "data.split_set", d.split_set, f"one of {CITYSCAPES_SPLIT_SETS}")
+    _check(
+        d.split_set in CITYSCAPES_SPLIT_SETS, "data.split_set", d.split_set, f"one of {CITYSCAPES_SPLIT_SETS}"
+    )
 
     _check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"one of {BACKBONES}")
     _check(m.output_stride in (8, 16), "model.output_stride", m.output_stride, "8 or 16")
@@ -299,8 +301,8 @@ def validate(cfg: Config | DictConfig) -> None:
         _check(e.dataset in DATASETS, "eval.dataset", e.dataset, f"one of {DATASETS}")
 
 
-def to_config(cfg: DictConfig | Config) -> Config:
-    """Return a plain :class:`Config` object from a composed DictConfig (or pass one through)."""
+def to_config(cfg: DictConfig | Config | dict[str, Any]) -> Config:
+    """Return a plain :class:`Config` from a composed DictConfig or a plain dict (or pass one through)."""
     if isinstance(cfg, Config):
         return cfg
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
