@@ -131,6 +131,9 @@ class EvalConfig:
     probe_lr: float = 0.01
     probe_momentum: float = 0.9
     probe_weight_decay: float = 5e-4
+    probe_batch_pixels: int = 8192  # pixels per linear-probe step
+    mapping_fit_set: str = "eval"  # eval (as PiCIE/STEGO) | train: where the cluster->class map is fitted
+    reflect_pad: int = 32  # reflect padding around each image before embedding, in pixels
     superpixel_pool: bool = False
     max_images: int = 0  # 0 = whole split
     batch_size: int = 8
@@ -297,6 +300,9 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(e.probe_lr > 0, "eval.probe_lr", e.probe_lr, "> 0")
     _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, ">= 1")
     _check(e.max_images >= 0, "eval.max_images", e.max_images, ">= 0 (0 = whole split)")
+    _check(e.probe_batch_pixels >= 1, "eval.probe_batch_pixels", e.probe_batch_pixels, ">= 1")
+    _check(e.mapping_fit_set in ("eval", "train"), "eval.mapping_fit_set", e.mapping_fit_set, "eval or train")
+    _check(e.reflect_pad >= 0, "eval.reflect_pad", e.reflect_pad, ">= 0")
     if e.dataset is not None:
         _check(e.dataset in DATASETS, "eval.dataset", e.dataset, f"one of {DATASETS}")
 

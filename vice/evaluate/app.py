@@ -55,6 +55,35 @@ def eval_decomposer(cfg: Config) -> Decomposer | None:
     return functools.partial(decompose, cfg=cfg.regions)
 
 
+def evaluate_model(
+    cfg: Config,
+    model: nn.Module | Path,
+    train_set: LabelledDataset,
+    eval_set: LabelledDataset,
+    out_dir: Path | None,
+) -> dict[str, float]:
+    """Run :func:`vice.evaluate.run.evaluate` with every setting taken from ``cfg``."""
+    from vice.train import resolve_device
+
+    return evaluate(
+        model,
+        cfg.eval,
+        train_set,
+        eval_set,
+        model_cfg=cfg.model,
+        decompose=eval_decomposer(cfg),
+        device=resolve_device(cfg.train.device),
+        out_dir=out_dir,
+        seed=cfg.seed,
+        split_set=cfg.data.split_set,
+        mapping_fit_set=cfg.eval.mapping_fit_set,
+        pad=cfg.eval.reflect_pad,
+        probe_batch_pixels=cfg.eval.probe_batch_pixels,
+        amp=cfg.train.amp,
+        num_workers=cfg.data.num_workers,
+    )
+
+
 def build_evaluator(
     cfg: Config, out_dir: str | Path | None = None
 ) -> Callable[[nn.Module, int], dict[str, float]]:
@@ -62,27 +91,12 @@ def build_evaluator(
 
     The datasets are built once; the embedder's train/eval mode is restored after each call.
     """
-    from vice.train import resolve_device
-
     train_set, eval_set = eval_datasets(cfg)
-    device = resolve_device(cfg.train.device)
 
     def evaluator(embedder: nn.Module, step: int) -> dict[str, float]:
         was_training = embedder.training
-        metrics = evaluate(
-            embedder,
-            cfg.eval,
-            train_set,
-            eval_set,
-            model_cfg=cfg.model,
-            decompose=eval_decomposer(cfg),
-            device=device,
-            out_dir=None if out_dir is None else Path(out_dir) / f"step_{step:08d}",
-            seed=cfg.seed,
-            split_set=cfg.data.split_set,
-            amp=cfg.train.amp,
-            num_workers=cfg.data.num_workers,
-        )
+        step_dir = None if out_dir is None else Path(out_dir) / f"step_{step:08d}"
+        metrics = evaluate_model(cfg, embedder, train_set, eval_set, step_dir)
         embedder.train(was_training)
         return metrics
 
@@ -113,7 +127,6 @@ def run_eval(cfg: Config) -> dict[str, float]:
     import torch
 
     from vice.checkpoint import list_checkpoints
-    from vice.train import resolve_device
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -130,21 +143,8 @@ def run_eval(cfg: Config) -> dict[str, float]:
         log.warning("no checkpoint in %s/checkpoints: evaluating the network at random init", cfg.run_dir)
         model = build_model(cfg.model)
     out_dir = Path(cfg.run_dir) / EVAL_DIR
-    metrics = evaluate(
-        model,
-        cfg.eval,
-        train_set,
-        eval_set,
-        model_cfg=cfg.model,
-        decompose=eval_decomposer(cfg),
-        device=resolve_device(cfg.train.device),
-        out_dir=out_dir,
-        seed=cfg.seed,
-        split_set=cfg.data.split_set,
-        amp=cfg.train.amp,
-        num_workers=cfg.data.num_workers,
-    )
-    tags = eval_tags(cfg.eval, eval_set.name, cfg.data.split_set, "eval")
+    metrics = evaluate_model(cfg, model, train_set, eval_set, out_dir)
+    tags = eval_tags(cfg.eval, eval_set.name, cfg.data.split_set, cfg.eval.mapping_fit_set)
     print(", ".join(f"{key}={value}" for key, value in tags.items()))
     print(format_table(metrics))
     print(f"metrics and pictures in {out_dir}")
