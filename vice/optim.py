@@ -54,22 +54,24 @@ def scaled_lr(base_lr: float, world_size: int, base_lr_world_size: int) -> float
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Split trainable parameters into a decayed, LARS-adapted group and an excluded group.
+    """Split trainable parameters into a decayed group and a group without weight decay.
 
-    Biases and normalization parameters (every parameter with ``ndim <= 1``) get neither weight
-    decay nor LARS adaptation: their group has ``weight_decay=0`` and ``trust_coefficient=0``.
+    Biases and normalization parameters (every parameter with ``ndim <= 1``) get no weight decay
+    but keep the LARS adaptation, as apex's LARC applies it to every parameter in SwAV. Exempting
+    them from LARS would hand them the raw LR, which with LARS-sized LRs (trust 1e-3 x lr ~ 1e-3
+    relative steps need lr ~ 1) throws the BatchNorm affine parameters around and collapses training.
 
     Args:
         model: every module whose parameters are optimized (wrap several in an ``nn.ModuleList``).
         weight_decay: weight decay of the adapted group.
 
     Returns:
-        Non-empty param groups for :class:`LARS`, adapted group first.
+        Non-empty param groups for :class:`LARS`, decayed group first.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0, "trust_coefficient": 0.0},
+        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
 
