@@ -110,11 +110,13 @@ def swav_region_loss(
     Returns:
         The scalar loss and the (N, K) codes of view 0 (for monitoring prototype usage).
     """
-    z = F.normalize(means.float(), dim=-1, eps=NORMALIZE_EPS)  # (M, N, D)
-    scores = prototypes(z)  # (M, N, K)
-    with torch.no_grad():
-        target_scores = scores[0]  # (N, K)
-        if queue is not None and queue.shape[0] > 0:
-            target_scores = torch.cat([target_scores, prototypes(queue.to(z.dtype))])  # (N+F, K)
-        codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)[: scores.shape[1]]  # (N, K)
-    return swapped_prediction_loss(scores[1:], codes, temperature), codes
+    # Scores, codes and loss in float32 even under autocast: bf16 logits / tau lose ~1e-2.
+    with torch.autocast(means.device.type, enabled=False):
+        z = F.normalize(means.float(), dim=-1, eps=NORMALIZE_EPS)  # (M, N, D)
+        scores = prototypes(z)  # (M, N, K)
+        with torch.no_grad():
+            target_scores = scores[0]  # (N, K)
+            if queue is not None and queue.shape[0] > 0:
+                target_scores = torch.cat([target_scores, prototypes(queue.float())])  # (N+F, K)
+            codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)[: scores.shape[1]]  # (N, K)
+        return swapped_prediction_loss(scores[1:], codes, temperature), codes
