@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -196,12 +196,6 @@ def _open_logger(cfg: Config, run_key: str) -> RunLogger:
     return logger
 
 
-def _error_text(error: BaseException, paths: Mapping[str, str]) -> str:
-    lines = traceback.format_exception(error)
-    where = [f"{name}: {path}" for name, path in paths.items()]
-    return "".join(lines) + "\n".join(where) + "\n"
-
-
 def tail(text: str, num_lines: int) -> str:
     """The last ``num_lines`` non-empty lines of ``text``."""
     lines = [line for line in text.splitlines() if line.strip()]
@@ -209,12 +203,16 @@ def tail(text: str, num_lines: int) -> str:
 
 
 def _record_failure(run_dir: Path, logger: RunLogger, error: BaseException) -> None:
-    """Leave ``error.txt`` and the ``error`` tag, and close the run FAILED (never masking ``error``)."""
-    text = _error_text(error, log_paths())
+    """Record ``error`` and close the run FAILED, never masking ``error``.
+
+    ``error.txt`` gets the traceback and the log paths; the run's ``error`` tag the traceback's end.
+    """
+    trace = "".join(traceback.format_exception(error))
+    where = "".join(f"{name}: {path}\n" for name, path in log_paths().items())
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ERROR_FILE).write_text(text)
-        logger.set_tags({"error": tail(text, ERROR_TAG_LINES)})
+        (run_dir / ERROR_FILE).write_text(trace + where)
+        logger.set_tags({"error": tail(trace, ERROR_TAG_LINES)})
         logger.close("FAILED")
     except Exception:
         log.exception("could not record the failure of %s", run_dir)

@@ -607,8 +607,11 @@ def launch_groups(groups: Sequence[tuple[DictConfig, list[Job], list[list[str]]]
             outcome.error = error
         return outcome
 
-    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        return list(pool.map(run, range(len(groups))))
+    try:
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            return list(pool.map(run, range(len(groups))))
+    finally:
+        HydraConfig.instance().cfg = None  # type: ignore[assignment]  # this process runs no Hydra job
 
 
 def _job_error(job: Job, outcome: LaunchOutcome) -> str:
