@@ -242,13 +242,15 @@ def _log_outputs(cfg: Config, logger: RunLogger, run_dir: Path, resumed_from: in
 
 def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> dict[str, float]:
     from vice.dist import cleanup
-    from vice.evaluate.app import build_evaluator
-    from vice.evaluate.run import eval_tags
     from vice.train import train
 
     run_dir = Path(cfg.run_dir)
     eval_dir = run_dir / EVAL_DIR
-    evaluate_ = build_evaluator(cfg, eval_dir) if main_process and cfg.eval.enabled else None
+    evaluate_ = None
+    if main_process and cfg.eval.enabled:
+        from vice.evaluate.app import build_evaluator
+
+        evaluate_ = build_evaluator(cfg, eval_dir)
     intermediate = evaluate_ if cfg.train.eval_every else None
     result = train(cfg, logger, intermediate)
     cleanup()  # the other ranks are done; rank 0 evaluates alone
@@ -257,6 +259,8 @@ def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> d
     _log_outputs(cfg, logger, run_dir, result.resumed_from)
     if evaluate_ is None:
         return {}
+    from vice.evaluate.run import eval_tags
+
     metrics = evaluate_(result.embedder, result.steps)
     logger.log_metrics(metrics, step=result.steps)
     dataset = cfg.eval.dataset or cfg.data.name
