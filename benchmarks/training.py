@@ -108,7 +108,9 @@ def training_plan(device: torch.device, quick: bool, workers: int | None = None)
         )
     if device.type == "cuda":
         default_workers = max(1, min(8, (torch.multiprocessing.cpu_count() or 2) - 2))
-        return TrainPlan((LOWRES, HIGHRES), warmup=5, steps=15, num_workers=workers or default_workers)
+        return TrainPlan(
+            (LOWRES, HIGHRES), warmup=5, steps=15, num_workers=default_workers if workers is None else workers
+        )
     small = {"batch_size": 2, "num_views": 3, "view_size": 128}
     shapes = (replace(LOWRES, **small), replace(HIGHRES, **small))  # type: ignore[arg-type]
     return TrainPlan(shapes, warmup=2, steps=5, num_workers=1 if workers is None else workers)
@@ -122,6 +124,8 @@ def bench_config(
     cfg.data.name, cfg.data.root = "folder", data_root
     cfg.data.batch_size, cfg.data.num_workers = shape.batch_size, num_workers
     cfg.regions.cache_dir = cache_dir
+    if not hasattr(cv2, "ximgproc"):  # plain OpenCV (no contrib): grid cells of the same size as SLIC's
+        cfg.regions.method = "grid"
     cfg.views.num_views, cfg.views.view_size = shape.num_views, shape.view_size
     cfg.model.backbone, cfg.model.decoder = shape.backbone, shape.decoder
     cfg.model.decoder_channels, cfg.model.embed_dim = shape.decoder_channels, shape.embed_dim

@@ -21,7 +21,7 @@ from vice.config import MIN_SLIC_REGION_SIZE, RegionConfig
 
 log = logging.getLogger(__name__)
 
-_SLIC_ALGORITHMS = {"SLIC": cv2.ximgproc.SLIC, "SLICO": cv2.ximgproc.SLICO, "MSLIC": cv2.ximgproc.MSLIC}
+_SLIC_ALGORITHMS = ("SLIC", "SLICO", "MSLIC")  # names of cv2.ximgproc constants (opencv-contrib)
 
 #: Bumped whenever the stored format or the decomposition code changes, so stale entries miss.
 CACHE_VERSION = 1
@@ -77,7 +77,7 @@ def slic_regions(
         )
     bgr = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), (3, 3), 0)
     slic = cv2.ximgproc.createSuperpixelSLIC(
-        bgr, algorithm=_SLIC_ALGORITHMS[algorithm], region_size=int(region_size), ruler=float(ruler)
+        bgr, algorithm=getattr(cv2.ximgproc, algorithm), region_size=int(region_size), ruler=float(ruler)
     )
     slic.iterate(int(iterations))
     return relabel_consecutive(slic.getLabels())
