@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import cv2
 import faiss
 import torch
 
@@ -90,12 +91,17 @@ def run_benchmarks(
     if unknown:
         raise ValueError(f"unknown sections {unknown}: choose from {list(SECTIONS)}")
     torch.manual_seed(0)
+    # The training section forks DataLoader workers whose init calls cv2.setNumThreads(1). If this
+    # process had used OpenCV's thread pool before the fork (it renders and decomposes the benchmark's
+    # images), that call deadlocks in the child. One OpenCV thread here keeps the pool empty.
+    cv2.setNumThreads(1)
     meta = {
         **machine(device),
         "command": command,
         "quick": quick,
         "sections": [s for s in SECTIONS if s in sections],
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "opencv_threads_main_process": cv2.getNumThreads(),
         "load_average": {"start": load_average()},
         "section_seconds": {},
     }

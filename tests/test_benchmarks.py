@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -129,9 +132,7 @@ def test_summarize_phases_medians_and_ratios():
 
 
 def test_split_step_equals_regional_swav_forward(tmp_path):
-    shape = LOWRES.__class__(
-        **{**LOWRES.__dict__, "decoder_channels": 16, "embed_dim": 8, "num_prototypes": 6}
-    )
+    shape = replace(LOWRES, decoder_channels=16, embed_dim=8, num_prototypes=6)
     cfg = bench_config(shape, CPU, str(tmp_path), str(tmp_path), 0, 1)
     cfg.model.output_stride = 16
     cfg.swav.queue_length = 12
@@ -296,3 +297,13 @@ def test_main_writes_json_and_markdown(tmp_path, capsys):
     markdown = (tmp_path / "benchmark-quick-pooling.md").read_text()
     assert markdown in capsys.readouterr().out
     assert "## 1." not in markdown
+
+
+@pytest.mark.slow
+def test_training_section_with_a_loader_worker_does_not_deadlock(tmp_path):
+    # A forked worker's cv2.setNumThreads(1) hangs if the parent used OpenCV's thread pool first.
+    command = [sys.executable, "-m", "benchmarks", "--device", "cpu", "--quick", "--only", "training"]
+    command += ["--workers", "1", "--out", str(tmp_path)]
+    subprocess.run(command, check=True, timeout=300, capture_output=True)
+    written = json.loads((tmp_path / "benchmark-quick-training.json").read_text())
+    assert {c["num_workers"] for c in written["training"]["configs"].values()} == {1}
