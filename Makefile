@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A smoke ablation sweep (1px vs grid vs superpixels x 2 seeds) on the built-in synthetic scenes, through
+# Hydra multirun + submitit (the local SLURM cluster when one is up, else local processes), tracked in
+# MLflow, then the regenerated Table 3 and its figure.
+OUT := $(CURDIR)/outputs
 demo: $(STAMP)
-	$(PY) -m vice.demo
+	.venv/bin/vice-sweep table3_decomposition --smoke --launcher auto --output-dir $(OUT)
+	.venv/bin/vice-tables --tracking-uri sqlite:///$(OUT)/mlflow.db --experiment table3_decomposition_smoke --out $(OUT)/tables --compare
 
 test: $(STAMP)
 	$(PY) -m pytest -q
