@@ -111,7 +111,7 @@ def run_benchmarks(
         start = time.perf_counter()
         results[name] = SECTIONS[name](device, quick, workers)
         meta["section_seconds"][name] = round(time.perf_counter() - start, 1)
-        meta["load_average"][name] = load_average()
+        meta["load_average"][f"after_{name}"] = load_average()
     meta["load_average"]["end"] = load_average()
     results["targets"] = [t.to_dict() for t in evaluate_targets(results)]
     return results

@@ -56,6 +56,10 @@ class PoolingShape:
     warmup: int = 1
 
 
+#: Small enough to run the whole loop in seconds: checks the extrapolation against a measurement.
+CHECK_SHAPE = PoolingShape(2, 2, 200, 32, slic_region_size=10, loop_regions=(4, 16, 64), repeats=1, warmup=0)
+
+
 def pooling_shape(device: torch.device, quick: bool) -> PoolingShape:
     """The issue's shape (4 x 5 maps of 400^2, ~800 regions, D = 128); tiny maps when ``quick``."""
     if quick:
@@ -128,15 +132,83 @@ def _time_forward_backward(
     return out.detach()
 
 
-def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
-    """Section 2: forward and backward of our pooling and of the extrapolated loop; their agreement."""
-    shape = pooling_shape(device, quick)
+def pooling_inputs(
+    shape: PoolingShape, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random embedding maps (a leaf that requires grad) and the region maps of ``shape`` on ``device``.
+
+    Returns:
+        embeddings (B*M, D, side, side), regions (B*M, side, side), num_regions (B,).
+    """
     regions, num_regions = pooling_regions(shape)
-    regions, num_regions = regions.to(device), num_regions.to(device)
     generator = torch.Generator().manual_seed(0)
     maps = shape.batch_size * shape.num_views
     embeddings = torch.randn(maps, shape.embed_dim, shape.side, shape.side, generator=generator)
-    embeddings = embeddings.to(device).requires_grad_()
+    return embeddings.to(device).requires_grad_(), regions.to(device), num_regions.to(device)
+
+
+def time_loop(
+    embeddings: torch.Tensor,
+    regions: torch.Tensor,
+    num_regions: torch.Tensor,
+    num_views: int,
+    counts: Sequence[int],
+    device: torch.device,
+) -> tuple[dict[str, dict[str, float]], dict[str, list[float]], torch.Tensor]:
+    """Time the loop on k regions of the first map for every k in ``counts``; extrapolate per phase.
+
+    Returns:
+        The fit per phase (:func:`extrapolate_loop`), the subset samples per phase, and the output
+        of the largest subset (1, k, D): view 0 of image 0.
+    """
+    counts = [min(k, int(num_regions[0])) for k in counts]
+    _time_forward_backward(  # untimed: first-call costs
+        partial(loop_region_means, embeddings, regions, num_regions, num_views, 1, 1, 1),
+        embeddings,
+        device,
+        PhaseTimer(device),
+    )
+    timer = PhaseTimer(device)
+    out = embeddings.new_zeros(0)
+    for k in counts:
+        subset = partial(loop_region_means, embeddings, regions, num_regions, num_views, 1, 1, k)
+        out = _time_forward_backward(subset, embeddings, device, timer)  # (1, k, D)
+    maps, pairs = embeddings.shape[0], num_views * int(num_regions.sum())
+    fit = {
+        phase: extrapolate_loop(counts, timer.samples[phase], maps, pairs)
+        for phase in ("forward", "backward")
+    }
+    return fit, timer.samples, out
+
+
+def check_extrapolation(shape: PoolingShape, device: torch.device) -> dict[str, Any]:
+    """Run the whole loop at a shape small enough, and compare it with the extrapolation from subsets.
+
+    Returns:
+        The shape, the measured and the extrapolated milliseconds per phase, and their ratio.
+    """
+    embeddings, regions, num_regions = pooling_inputs(shape, device)
+    fit, _, _ = time_loop(embeddings, regions, num_regions, shape.num_views, shape.loop_regions, device)
+    timer = PhaseTimer(device)
+    full = partial(loop_region_means, embeddings, regions, num_regions, shape.num_views)
+    _time_forward_backward(full, embeddings, device, timer)
+    measured = {phase: timer.samples[phase][0] for phase in ("forward", "backward")}
+    measured["total"] = measured["forward"] + measured["backward"]
+    extrapolated = {phase: fit[phase]["total_ms"] for phase in ("forward", "backward")}
+    extrapolated["total"] = extrapolated["forward"] + extrapolated["backward"]
+    return {
+        "shape": {**asdict(shape), "loop_regions": list(shape.loop_regions)},
+        "regions_per_image": float(num_regions.float().mean()),
+        "measured_ms": measured,
+        "extrapolated_ms": extrapolated,
+        "extrapolated_over_measured": extrapolated["total"] / measured["total"],
+    }
+
+
+def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
+    """Section 2: forward and backward of our pooling and of the extrapolated loop; their agreement."""
+    shape = pooling_shape(device, quick)
+    embeddings, regions, num_regions = pooling_inputs(shape, device)
     m = shape.num_views
 
     def ours() -> torch.Tensor:
@@ -147,18 +219,8 @@ def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
     ours_timer = PhaseTimer(device)
     for _ in range(shape.repeats):
         ours_out = _time_forward_backward(ours, embeddings, device, ours_timer)
-
-    loop_timer = PhaseTimer(device)
-    max_abs_diff = 0.0
-    for k in shape.loop_regions:
-        subset = partial(loop_region_means, embeddings, regions, num_regions, m, 1, 1, k)
-        loop_out = _time_forward_backward(subset, embeddings, device, loop_timer)  # (1, k', D)
-        max_abs_diff = max(max_abs_diff, float((loop_out - ours_out[:1, : loop_out.shape[1]]).abs().max()))
-    pairs = m * int(num_regions.sum())
-    loop = {
-        phase: extrapolate_loop(shape.loop_regions, loop_timer.samples[phase], maps, pairs)
-        for phase in ("forward", "backward")
-    }
+    loop, loop_samples, loop_out = time_loop(embeddings, regions, num_regions, m, shape.loop_regions, device)
+    max_abs_diff = float((loop_out - ours_out[:1, : loop_out.shape[1]]).abs().max())
     ours_ms = {phase: median_ms(ours_timer.samples[phase]) for phase in ("forward", "backward")}
     loop_total = loop["forward"]["total_ms"] + loop["backward"]["total_ms"]
     ours_total = ours_ms["forward"] + ours_ms["backward"]
@@ -175,8 +237,9 @@ def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
             "total": loop_total,
         },
         "loop_fit": loop,
-        "loop_subset_ms": loop_timer.samples,
+        "loop_subset_ms": loop_samples,
         "loop_extrapolated": True,
+        "extrapolation_check": check_extrapolation(CHECK_SHAPE if not quick else shape, device),
         "speedup": loop_total / ours_total,
         "speedup_forward": loop["forward"]["total_ms"] / ours_ms["forward"],
         "speedup_backward": loop["backward"]["total_ms"] / ours_ms["backward"],

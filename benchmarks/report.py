@@ -126,7 +126,19 @@ def _pooling(pooling: dict[str, Any]) -> list[str]:
         f"{fmt(fit['forward']['per_region_ms'])} ms per region + {fmt(fit['forward']['per_map_ms'])} ms per map, "
         f"backward {fmt(fit['backward']['per_region_ms'])} ms per region + {fmt(fit['backward']['per_map_ms'])} ms "
         f"per map. Largest difference from ours on the timed rows: {pooling['max_abs_diff_vs_loop']:.1e}.",
+        "",
+        _extrapolation_check(pooling["extrapolation_check"]),
     ]
+
+
+def _extrapolation_check(check: dict[str, Any]) -> str:
+    s = check["shape"]
+    return (
+        f"Check of the extrapolation: at {s['batch_size']}x{s['num_views']} maps of {s['side']}^2, D = {s['embed_dim']}, "
+        f"{fmt(check['regions_per_image'])} regions per image, the whole loop took {fmt(check['measured_ms']['total'])} ms "
+        f"and the extrapolation from {', '.join(map(str, s['loop_regions']))} regions predicted "
+        f"{fmt(check['extrapolated_ms']['total'])} ms ({fmt(check['extrapolated_over_measured'])}x)."
+    )
 
 
 def _data(data: dict[str, Any]) -> list[str]:
