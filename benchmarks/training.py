@@ -109,7 +109,7 @@ def training_plan(device: torch.device, quick: bool, workers: int | None = None)
     if device.type == "cuda":
         default_workers = max(1, min(8, (torch.multiprocessing.cpu_count() or 2) - 2))
         return TrainPlan(
-            (LOWRES, HIGHRES), warmup=5, steps=15, num_workers=default_workers if workers is None else workers
+            (LOWRES, HIGHRES), warmup=5, steps=40, num_workers=default_workers if workers is None else workers
         )
     small = {"batch_size": 2, "num_views": 3, "view_size": 128}
     shapes = (replace(LOWRES, **small), replace(HIGHRES, **small))  # type: ignore[arg-type]
