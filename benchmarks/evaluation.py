@@ -99,26 +99,35 @@ def measure_embedding(shape: TrainShape, plan: EvalPlan, device: torch.device) -
     return {"ms": median_ms(samples), "samples_ms": samples, "amp": amp, "pad": DEFAULT_PAD}
 
 
+def _probe_ms(features: torch.Tensor, outputs: int, plan: EvalPlan, device: torch.device) -> float:
+    """Milliseconds of ``probe_predict`` with a 1x1 conv of ``outputs`` channels on ``features``."""
+    probe = nn.Conv2d(plan.kmeans_dim, outputs, kernel_size=1).to(device).eval()
+    return median_ms(time_ms(partial(probe_predict, probe, features), device, plan.repeats, plan.warmup))
+
+
 def measure_heads(plan: EvalPlan, device: torch.device) -> dict[str, Any]:
-    """Milliseconds per image of cluster assignment (every C) and of the linear probe, on one (1, D, H, W) map."""
+    """Milliseconds per image of cluster assignment (every C) and of the linear probe, on one (1, D, H, W) map.
+
+    Also a 1x1 conv with C outputs for every C (the same multiply-adds as assigning to C centroids), so
+    that the cost of the method and the cost of C can be told apart.
+    """
     generator = torch.Generator().manual_seed(0)
     features = F.normalize(torch.randn(1, plan.kmeans_dim, *plan.image_size, generator=generator), dim=1)
     features = features.to(device)
-    assignment = {}
+    assignment, same_size = {}, {}
     for num_clusters in plan.num_clusters:
-        centroids = F.normalize(torch.randn(num_clusters, plan.kmeans_dim, generator=generator), dim=1).to(
-            device
-        )
-        assign = partial(assign_map, features, centroids, spherical=True)
-        samples = time_ms(assign, device, plan.repeats, plan.warmup)
-        assignment[str(num_clusters)] = median_ms(samples)
-    probe = nn.Conv2d(plan.kmeans_dim, NUM_CLASSES, kernel_size=1).to(device).eval()
-    probe_ms = median_ms(time_ms(lambda: probe_predict(probe, features), device, plan.repeats, plan.warmup))
+        centroids = F.normalize(torch.randn(num_clusters, plan.kmeans_dim, generator=generator), dim=1)
+        assign = partial(assign_map, features, centroids.to(device), spherical=True)
+        assignment[str(num_clusters)] = median_ms(time_ms(assign, device, plan.repeats, plan.warmup))
+        same_size[str(num_clusters)] = _probe_ms(features, num_clusters, plan, device)
+    probe_ms = _probe_ms(features, NUM_CLASSES, plan, device)
     return {
         "cluster_assignment_ms": assignment,
         "linear_probe_ms": probe_ms,
         "linear_probe_classes": NUM_CLASSES,
         "cluster_over_linear": {c: ms / probe_ms for c, ms in assignment.items()},
+        "conv_with_c_outputs_ms": same_size,
+        "cluster_over_conv_with_c_outputs": {c: ms / same_size[c] for c, ms in assignment.items()},
     }
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.timing import median_ms
-from benchmarks.training import HIGHRES, LOWRES, TrainShape, bench_config, write_image_folder
+from benchmarks.training import HIGHRES, LOWRES, TrainShape, bench_config, region_method, write_image_folder
 from vice.config import RegionConfig
 from vice.data.folder import ImageFolder
 from vice.data.synthetic import render_scene
@@ -134,18 +134,23 @@ def measure_views(shape: TrainShape, num_images: int, workdir: Path) -> dict[str
 
 
 def run_pipeline(device: torch.device, quick: bool) -> dict[str, Any]:
-    """Section 3 (on the CPU whatever ``device`` is: the pipeline runs in CPU workers)."""
+    """Section 3 (on the CPU whatever ``device`` is: the pipeline runs in CPU workers).
+
+    Without OpenCV's contrib module there is no SLIC to time (``slic`` is empty) and views use grid cells.
+    """
     del device
     plan = pipeline_plan(quick)
+    method = region_method()
     with tempfile.TemporaryDirectory(prefix="vice-bench-") as tmp, one_worker_threads():
         work = Path(tmp)
         slic = [
             measure_slic(size, plan.slic_images, work / f"slic_{size[0]}x{size[1]}")
-            for size in plan.slic_sizes
+            for size in (plan.slic_sizes if method == "slic" else ())
         ]
         views = {shape.name: measure_views(shape, plan.view_images, work) for shape in plan.view_shapes}
     return {
         "worker_threads": {"opencv": 1, "torch": 1},
+        "region_method": method,
         "slic": slic,
         "views": views,
         "reduced_sizes": quick,

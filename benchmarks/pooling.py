@@ -21,9 +21,10 @@ import torch
 
 from benchmarks.reference import loop_region_means
 from benchmarks.timing import PhaseTimer, median_ms
+from benchmarks.training import region_method
 from vice.data.synthetic import render_scene
 from vice.pooling import region_means
-from vice.regions import slic_regions
+from vice.regions import grid_regions, slic_regions
 from vice.views import relabel_mutual, sample_mask
 
 #: Algorithm 1's masking at the paper's setting (maximal coverage 25 %, a quarter of regions protected).
@@ -73,7 +74,8 @@ def pooling_regions(shape: PoolingShape, seed: int = 0) -> tuple[torch.Tensor, t
     """Mutual region maps of B images x M views, image-major.
 
     Every view of image b starts from the same SLIC map (views share ids); Algorithm 1's masking
-    then removes the regions touched by each view's rectangle from the mutual set.
+    then removes the regions touched by each view's rectangle from the mutual set. Without OpenCV's
+    contrib module, grid cells of the same size replace SLIC.
 
     Returns:
         regions (B*M, side, side) int64 ids 0..R_b-1 with -1 = ignore, and num_regions (B,) int64.
@@ -82,9 +84,12 @@ def pooling_regions(shape: PoolingShape, seed: int = 0) -> tuple[torch.Tensor, t
     for b in range(shape.batch_size):
         rng = np.random.default_rng([seed, b])
         image, _ = render_scene(rng, shape.side, shape.side)
-        slic = slic_regions(image, region_size=shape.slic_region_size)  # (side, side)
-        views = np.broadcast_to(slic, (shape.num_views, *slic.shape))  # (M, side, side)
-        mask = sample_mask(views, int(slic.max()) + 1, MASK_RATIO, PROTECTED_SHARE, rng)
+        if region_method() == "slic":
+            base = slic_regions(image, region_size=shape.slic_region_size)  # (side, side)
+        else:
+            base = grid_regions(shape.side, shape.side, shape.slic_region_size)  # (side, side)
+        views = np.broadcast_to(base, (shape.num_views, *base.shape))  # (M, side, side)
+        mask = sample_mask(views, int(base.max()) + 1, MASK_RATIO, PROTECTED_SHARE, rng)
         relabelled, source_ids = relabel_mutual(views, mask.kept)  # (M, side, side)
         maps.append(torch.from_numpy(relabelled))
         counts.append(len(source_ids))
@@ -227,6 +232,7 @@ def run_pooling(device: torch.device, quick: bool) -> dict[str, Any]:
     return {
         "shape": {**asdict(shape), "loop_regions": list(shape.loop_regions)},
         "regions_per_image": float(num_regions.float().mean()),
+        "region_method": region_method(),
         "regions_per_image_min_max": [int(num_regions.min()), int(num_regions.max())],
         "ignore_fraction": float((regions < 0).float().mean()),
         "ours_ms": {**ours_ms, "total": ours_total},

@@ -93,7 +93,7 @@ def _training(training: dict[str, Any]) -> list[str]:
         "",
         f"Milliseconds, median of {first['steps_timed']} steps after {first['warmup_steps']} warm-up steps; "
         f"AMP {first['amp']}, channels_last {first['channels_last']}, {first['num_workers']} loader worker(s), "
-        f"queue of {first['queue_length']} (pre-filled), LARS.",
+        f"queue of {first['queue_length']} (pre-filled), LARS, {first.get('region_method', 'slic')} regions.",
         "",
         *_table(header, rows),
     ]
@@ -116,7 +116,7 @@ def _pooling(pooling: dict[str, Any]) -> list[str]:
         "## 2. Region pooling against the per-region loop",
         "",
         f"{s['batch_size']} images x {s['num_views']} views, {s['side']}x{s['side']} maps, D = {s['embed_dim']}, "
-        f"{fmt(pooling['regions_per_image'])} mutual regions per image (SLIC + Algorithm 1 masking, "
+        f"{fmt(pooling['regions_per_image'])} mutual regions per image ({pooling.get('region_method', 'slic')} + Algorithm 1 masking, "
         f"{100 * pooling['ignore_fraction']:.0f} % ignore pixels). Milliseconds; ours is the median of {s['repeats']}.",
         "",
         *_table(["", "Forward", "Backward", "Forward + backward"], rows),
@@ -168,7 +168,13 @@ def _data(data: dict[str, Any]) -> list[str]:
         "## 3. Data pipeline (one worker: 1 OpenCV thread, 1 torch thread)",
         "",
         *(["Image sizes reduced 8x per side (quick run).", ""] if data.get("reduced_sizes") else []),
-        *_table(["Image (WxH)", "Regions", "SLIC ms", "Cold cache ms", "Cached ms"], slic_rows),
+        *(
+            _table(["Image (WxH)", "Regions", "SLIC ms", "Cold cache ms", "Cached ms"], slic_rows)
+            if slic_rows
+            else [
+                "SLIC not timed: OpenCV's contrib module (cv2.ximgproc) is not installed; views use grid cells."
+            ]
+        ),
         "",
         *_table(
             [
@@ -194,6 +200,10 @@ def _evaluation(evaluation: dict[str, Any]) -> list[str]:
     rows += [
         [f"cluster assignment, C = {c}", fmt(ms), fmt(PAPER_INFERENCE_MS["cluster"])]
         for c, ms in evaluation["cluster_assignment_ms"].items()
+    ]
+    rows += [
+        [f"1x1 conv + argmax with {c} outputs (the work of C = {c})", fmt(ms), "-"]
+        for c, ms in evaluation.get("conv_with_c_outputs_ms", {}).items()
     ]
     rows.append(
         [

@@ -106,18 +106,24 @@ def _pooling_target(pooling: dict[str, Any]) -> Target:
 
 def _cluster_targets(evaluation: dict[str, Any]) -> list[Target]:
     size = "x".join(str(x) for x in evaluation["image_size"])
-    return [
-        Target(
-            f"cluster_over_linear/C{c}",
-            f"cluster assignment (C={c}) / linear probe, per image",
-            2.0,
-            False,
-            ratio,
-            PAPER_INFERENCE_MS["cluster"] / PAPER_INFERENCE_MS["linear"],
-            f"{size} image, probe with {evaluation['linear_probe_classes']} classes",
+    same_size = evaluation.get("cluster_over_conv_with_c_outputs", {})
+    targets = []
+    for c, ratio in evaluation["cluster_over_linear"].items():
+        note = f"{size} image, probe with {evaluation['linear_probe_classes']} classes"
+        if c in same_size:
+            note += f"; against a 1x1 conv with {c} outputs (the same multiply-adds): {same_size[c]:.2f}x"
+        targets.append(
+            Target(
+                f"cluster_over_linear/C{c}",
+                f"cluster assignment (C={c}) / linear probe, per image",
+                2.0,
+                False,
+                ratio,
+                PAPER_INFERENCE_MS["cluster"] / PAPER_INFERENCE_MS["linear"],
+                note,
+            )
         )
-        for c, ratio in evaluation["cluster_over_linear"].items()
-    ]
+    return targets
 
 
 def workers_needed(step_ms: float, batch_size: int, num_views: int, views_per_s_per_worker: float) -> float:
@@ -133,7 +139,7 @@ def _data_target(training: dict[str, Any] | None, data: dict[str, Any]) -> Targe
     per_worker = views["views_per_s"]["cached"]
     paper_need = workers_needed(paper_step, views["batch_size"], views["num_views"], per_worker)
     note = (
-        f"{per_worker:.1f} views/s per worker (cached SLIC, {views['view_size']} px), "
+        f"{per_worker:.1f} views/s per worker (cached {data.get('region_method', 'slic')}, {views['view_size']} px), "
         f"{views['views_per_s']['cold']:.1f} cold; at the paper's {paper_step:.0f} ms step: {paper_need:.2f} workers"
     )
     measured = None

@@ -116,6 +116,11 @@ def training_plan(device: torch.device, quick: bool, workers: int | None = None)
     return TrainPlan(shapes, warmup=2, steps=5, num_workers=1 if workers is None else workers)
 
 
+def region_method() -> str:
+    """``slic`` where OpenCV's contrib module is installed, else ``grid`` (cells of SLIC's region size)."""
+    return "slic" if hasattr(cv2, "ximgproc") else "grid"
+
+
 def bench_config(
     shape: TrainShape, device: torch.device, data_root: str, cache_dir: str, num_workers: int, max_steps: int
 ) -> Config:
@@ -124,8 +129,7 @@ def bench_config(
     cfg.data.name, cfg.data.root = "folder", data_root
     cfg.data.batch_size, cfg.data.num_workers = shape.batch_size, num_workers
     cfg.regions.cache_dir = cache_dir
-    if not hasattr(cv2, "ximgproc"):  # plain OpenCV (no contrib): grid cells of the same size as SLIC's
-        cfg.regions.method = "grid"
+    cfg.regions.method = region_method()
     cfg.views.num_views, cfg.views.view_size = shape.num_views, shape.view_size
     cfg.model.backbone, cfg.model.decoder = shape.backbone, shape.decoder
     cfg.model.decoder_channels, cfg.model.embed_dim = shape.decoder_channels, shape.embed_dim
@@ -353,6 +357,7 @@ def measure_training(
         **summarize_phases(timer.samples),
         "phases_ms_samples": timer.samples,
         "regions_per_image": float(np.mean(regions)) / shape.batch_size,
+        "region_method": cfg.regions.method,
         "peak_memory_mb": memory,
         "memory_kind": memory_kind,
     }

@@ -307,3 +307,16 @@ def test_training_section_with_a_loader_worker_does_not_deadlock(tmp_path):
     subprocess.run(command, check=True, timeout=300, capture_output=True)
     written = json.loads((tmp_path / "benchmark-quick-training.json").read_text())
     assert {c["num_workers"] for c in written["training"]["configs"].values()} == {1}
+
+
+def test_without_opencv_contrib_pooling_and_data_fall_back_to_grid_cells(monkeypatch):
+    import cv2
+
+    monkeypatch.delattr(cv2, "ximgproc")
+    results = run_benchmarks(CPU, quick=True, sections=["pooling", "data"], command="test")
+    assert results["pooling"]["region_method"] == "grid"
+    # 48 px maps in 8 px cells: 36 cells per image before Algorithm 1's masking removes some.
+    assert 1 <= results["pooling"]["regions_per_image"] <= 36
+    assert results["data"]["region_method"] == "grid"
+    assert results["data"]["slic"] == []
+    assert "SLIC not timed" in render_markdown(results)
