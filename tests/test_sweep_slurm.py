@@ -70,42 +70,78 @@ def job_state(job_id: str) -> str:
     ).stdout.strip()
 
 
-def test_smoke_sweep_runs_every_job_under_one_parent_and_a_rerun_submits_nothing(
+def sweep_in_thread(out: Path, *overrides: str) -> tuple[threading.Thread, dict[str, int]]:
+    outcome: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: outcome.update(rc=main(argv(out, *overrides))))
+    thread.start()
+    return thread, outcome
+
+
+def first_checkpointed_run(out: Path) -> Path:
+    """The run dir of the first job that wrote a checkpoint."""
+    found = wait_for(
+        lambda: list((out / EXPERIMENT / "runs").glob("*/checkpoints/step_*.pt")), "a checkpoint"
+    )
+    return found[0].parent.parent
+
+
+def test_smoke_sweep_on_slurm_cancelled_job_resumes_on_rerun_and_a_finished_sweep_submits_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    overrides = ("regions.method=grid,slic", "train.max_steps=20", "train.checkpoint_every=2")
     before = accounted_jobs()
-    assert main(argv(tmp_path, "regions.method=grid,slic")) == 0
-    assert "all 4 submitted job(s) finished" in capsys.readouterr().out
+    sweep, outcome = sweep_in_thread(tmp_path, *overrides)
+    cancelled_dir = first_checkpointed_run(tmp_path)
+    from vice.tracking import RUN_ID_FILE
+
+    cancelled_run = (cancelled_dir / RUN_ID_FILE).read_text().strip()
+    cancelled = wait_for(lambda: {r.info.run_id: r for r in runs(tmp_path)[1]}.get(cancelled_run), "its run")
+    slurm_id = cancelled.data.tags["slurm_array_id"]
+    subprocess.run(["scancel", slurm_id], check=True)
+    sweep.join(WAIT_S)
+    assert not sweep.is_alive() and outcome["rc"] == 1
+    printed = capsys.readouterr().out
+    assert "1 job(s) did not finish:" in printed and f"KILLED, run dir {cancelled_dir}" in printed
+    assert f"/.submitit/{slurm_id}/{slurm_id}_0_log.err" in printed
     (parent,), children = runs(tmp_path)
-    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert parent.info.status == "FAILED" and len(children) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    assert {r.info.status for r in children} == {"FINISHED"}
+    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
     (array_id,) = {r.data.tags["slurm_array_id"].split("_")[0] for r in children}
     assert sorted(r.data.tags["slurm_array_id"] for r in children) == [f"{array_id}_{i}" for i in range(4)]
+    assert accounted_jobs() - before == {f"{array_id}_{i}" for i in range(4)}
+
+    assert main(argv(tmp_path, *overrides)) == 0  # resubmits the cancelled job only
+    assert "submitting 1 job(s)" in capsys.readouterr().out
+    parents, children = runs(tmp_path)
+    assert len(parents) == 2 and len(children) == 4
+    assert {r.info.status for r in children} == {"FINISHED"}
+    resumed = {r.info.run_id: r for r in children}[cancelled_run]
+    assert 0 < int(resumed.data.tags["resumed_from_step"]) < 20
+    assert resumed.data.tags["mlflow.parentRunId"] == next(
+        p.info.run_id for p in parents if p.info.run_id != parent.info.run_id
+    )
     for run in children:
         assert 0.0 <= run.data.metrics["eval/linear_miou"] <= 1.0
-        assert steps(tmp_path, run.info.run_id, "train/loss") == [2, 4, 6, 8, 10]
-    submitted = accounted_jobs() - before
-    assert submitted == {f"{array_id}_{i}" for i in range(4)}
+        assert steps(tmp_path, run.info.run_id, "train/loss") == list(range(2, 21, 2))
 
-    after_first = accounted_jobs()
-    assert main(argv(tmp_path, "regions.method=grid,slic")) == 0
+    after = accounted_jobs()
+    assert main(argv(tmp_path, *overrides)) == 0
     assert "nothing to submit" in capsys.readouterr().out
-    assert accounted_jobs() == after_first
-    assert len(runs(tmp_path)[1]) == 4
+    assert accounted_jobs() == after and len(runs(tmp_path)[0]) == 2
 
 
-def test_requeued_job_resumes_from_its_checkpoint_into_the_same_run(tmp_path: Path) -> None:
-    max_steps = 40
-    outcome: dict[str, int] = {}
-    overrides = ("regions.method=slic", "seed=0", f"train.max_steps={max_steps}", "train.checkpoint_every=2")
-    sweep = threading.Thread(target=lambda: outcome.update(rc=main(argv(tmp_path, *overrides))))
-    sweep.start()
-    run_dirs = tmp_path / EXPERIMENT / "runs"
-    wait_for(lambda: list(run_dirs.glob("*/checkpoints/step_*.pt")), "a first checkpoint")
+def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint_into_the_same_run(tmp_path: Path) -> None:
+    max_steps = 30
+    sweep, outcome = sweep_in_thread(
+        tmp_path, "regions.method=slic", "seed=0", f"train.max_steps={max_steps}", "train.checkpoint_every=2"
+    )
+    first_checkpointed_run(tmp_path)
     (job_dir,) = (tmp_path / EXPERIMENT / "sweeps").glob("*/.submitit/[0-9]*")
     job_id = job_dir.name
-    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    # What SLURM sends signal_delay_s before a preemption or the time limit: the trainer checkpoints and
+    # hands over to submitit's handler, which runs `scontrol requeue` on the job.
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     wait_for(lambda: job_state(job_id) == "PD", "the requeued job to be pending")
     subprocess.run(
         ["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True

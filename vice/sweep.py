@@ -94,9 +94,12 @@ MIN_TIME_LIMIT_MIN = 60
 
 #: Config keys holding paths; vice-sweep passes them to jobs as absolute paths.
 PATH_KEYS = ("data.root", "eval.root", "model.pretrained", "regions.cache_dir")
-#: Error lines shown per failed job in the summary.
+#: Error lines shown per failed job in the summary; log lines holding this are progress bars.
 SUMMARY_LINES = 8
+PROGRESS_BAR = "%|"
 MAX_LISTED_PROBLEMS = 20
+#: Seconds between checks while waiting for SLURM jobs the launcher gave up on.
+WAIT_POLL_S = 5
 
 
 class SweepError(ValueError):
@@ -586,6 +589,24 @@ def _make_launcher(master: DictConfig) -> Any:
     )
 
 
+def wait_for_slurm_jobs(launcher: DictConfig) -> None:
+    """Wait until every SLURM job in a launch's submitit folder has ended.
+
+    hydra-submitit-launcher collects results in submission order and gives up at the first job that
+    ends without one (cancelled, killed): the jobs after it still run, and their results still count.
+    """
+    if not str(launcher._target_).endswith("SlurmLauncher"):
+        return
+    import submitit
+
+    pattern = str(launcher.submitit_folder)
+    names = {p.name for p in Path(pattern).parent.iterdir() if p.name[:1].isdigit()}
+    arrays = {name.split("_")[0] for name in names if "_" in name}  # an array's own folder holds no job
+    jobs: list[Any] = [submitit.SlurmJob(folder=pattern, job_id=name) for name in sorted(names - arrays)]
+    while not all(job.done() for job in jobs):
+        time.sleep(WAIT_POLL_S)
+
+
 def launch_groups(groups: Sequence[tuple[DictConfig, list[Job], list[list[str]]]]) -> list[LaunchOutcome]:
     """Launch each group (master config, jobs, their overrides) through its Hydra launcher, all at once.
 
@@ -605,6 +626,7 @@ def launch_groups(groups: Sequence[tuple[DictConfig, list[Job], list[list[str]]]
             outcome.returns = list(launchers[i].launch(groups[i][2], initial_job_idx=offsets[i]))
         except Exception as error:  # e.g. a cancelled job: submitit raises UncompletedJobError
             outcome.error = error
+            wait_for_slurm_jobs(groups[i][0].hydra.launcher)
         return outcome
 
     try:
@@ -614,20 +636,27 @@ def launch_groups(groups: Sequence[tuple[DictConfig, list[Job], list[list[str]]]
         HydraConfig.instance().cfg = None  # type: ignore[assignment]  # this process runs no Hydra job
 
 
-def _job_error(job: Job, outcome: LaunchOutcome) -> str:
+def _job_error(job: Job, state: RunState | None, outcome: LaunchOutcome) -> str:
+    """The best account of why a job did not finish: its traceback, else the end of its log."""
     error_file = job.run_dir / ERROR_FILE
     if error_file.exists():
         return tail(error_file.read_text(), SUMMARY_LINES)
     for ret in outcome.returns:
-        if ret.overrides and f"run_dir={_quoted(str(job.run_dir))}" in ret.overrides:
+        if f"run_dir={_quoted(str(job.run_dir))}" in (ret.overrides or []):
             value = ret._return_value
             if isinstance(value, BaseException):
                 return tail(f"{type(value).__name__}: {value}", SUMMARY_LINES)
-    if outcome.error is not None:
+    tags = state.tags if state is not None else {}
+    err_log = Path(tags.get("err_path", "/nonexistent"))
+    if err_log.is_file():
+        lines = [
+            line for line in err_log.read_text(errors="replace").splitlines() if PROGRESS_BAR not in line
+        ]
+        return tail("\n".join(lines), SUMMARY_LINES)
+    slurm_id = tags.get("slurm_array_id") or tags.get("slurm_job_id")
+    if outcome.error is not None and slurm_id is not None and f"Job {slurm_id} " in str(outcome.error):
         return tail(f"{type(outcome.error).__name__}: {outcome.error}", SUMMARY_LINES)
-    return (
-        "no error recorded: killed by a signal (preempted, cancelled, out of memory or time), or still queued"
-    )
+    return "no error recorded: killed by a signal (preempted, cancelled, out of memory or time), or never started"
 
 
 def failure_summary(
@@ -640,7 +669,7 @@ def failure_summary(
         status = state.status if state is not None else "no MLflow run"
         tags = state.tags if state is not None else {}
         logs = [tags[k] for k in ("log_path", "err_path") if k in tags] or [f"{sweep_dir}/{job.index}/"]
-        error = _job_error(job, by_job.get(id(job), LaunchOutcome([job])))
+        error = _job_error(job, state, by_job.get(id(job), LaunchOutcome([job])))
         blocks.append(
             "\n".join(
                 [
