@@ -118,5 +118,7 @@ def swav_region_loss(
             target_scores = scores[0]  # (N, K)
             if queue is not None and queue.shape[0] > 0:
                 target_scores = torch.cat([target_scores, prototypes(queue.float())])  # (N+F, K)
-            codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)[: scores.shape[1]]  # (N, K)
+            codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)[
+                : scores.shape[1]
+            ]  # (N, K)
         return swapped_prediction_loss(scores[1:], codes, temperature), codes
