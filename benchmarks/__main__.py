@@ -69,6 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers", type=int, default=None, help="training loader workers (default 1 on CPU, <= 8 on CUDA)"
     )
     parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="recompute the targets and the Markdown of an earlier run's JSON (next to it), run nothing",
+    )
+    parser.add_argument(
         "--threads", type=int, default=0, help="torch and FAISS CPU threads (0 = their defaults)"
     )
     return parser.parse_args(argv)
@@ -130,6 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m benchmarks``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     args = parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        results["targets"] = [t.to_dict() for t in evaluate_targets(results)]
+        write_results(results, args.render.parent, args.render.stem)
+        print(render_markdown(results))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)

@@ -145,8 +145,11 @@ def _data_target(training: dict[str, Any] | None, data: dict[str, Any]) -> Targe
     measured = None
     config = (training or {}).get("configs", {}).get("r50_dlv3p_highres")
     if config is not None:
-        measured = workers_needed(config["compute_ms"], views["batch_size"], views["num_views"], per_worker)
-        note += f"; this device's step: {config['compute_ms']:.0f} ms for {config['batch_size']}x{config['num_views']} views at {config['view_size']} px"
+        measured = workers_needed(config["compute_ms"], config["batch_size"], config["num_views"], per_worker)
+        note += (
+            f"; this device's step: {config['compute_ms']:.0f} ms for "
+            f"{config['batch_size']}x{config['num_views']} views at {config['view_size']} px"
+        )
     return Target(
         "data_workers_per_gpu",
         f"loader workers one GPU needs (a V100 node has ~{V100_NODE_WORKERS_PER_GPU} per GPU)",

@@ -297,6 +297,13 @@ def test_main_writes_json_and_markdown(tmp_path, capsys):
     markdown = (tmp_path / "benchmark-quick-pooling.md").read_text()
     assert markdown in capsys.readouterr().out
     assert "## 1." not in markdown
+    # --render recomputes targets and Markdown from the JSON alone: the same tables.
+    written["targets"] = []
+    (tmp_path / "benchmark-quick-pooling.json").write_text(json.dumps(written))
+    main(["--render", str(tmp_path / "benchmark-quick-pooling.json")])
+    rendered = json.loads((tmp_path / "benchmark-quick-pooling.json").read_text())
+    assert [t["key"] for t in rendered["targets"]] == ["pooling_speedup"]
+    assert (tmp_path / "benchmark-quick-pooling.md").read_text() == markdown
 
 
 @pytest.mark.slow
