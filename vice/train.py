@@ -6,7 +6,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -137,8 +137,80 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _batches(loader: Any) -> Iterator[Any]:
-    yield from loader
+def build_regional_swav(cfg: Config) -> tuple[RegionalSwav, RegionQueue | None]:
+    """The seeded model (embedder + prototypes) and the queue of ``cfg``, on the CPU."""
+    from vice.model import build_model
+
+    torch.manual_seed(cfg.seed)
+    s = cfg.swav
+    model = RegionalSwav(
+        build_model(cfg.model),
+        Prototypes(cfg.model.embed_dim, s.num_prototypes),
+        s.temperature,
+        s.sinkhorn_epsilon,
+        s.sinkhorn_iterations,
+    )
+    queue = RegionQueue(s.queue_length, cfg.model.embed_dim) if s.queue_length else None
+    return model, queue
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device`` (None: no autocast; AMP is CUDA-only)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if device.type == "cuda" else None
+
+
+def train_step(
+    ddp: nn.Module,
+    model: RegionalSwav,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch: Any,
+    queue: RegionQueue | None,
+    use_queue: bool,
+    freeze_prototypes: bool,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+    num_views: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a :class:`vice.data.train.ViewBatch`; the LR must already be set.
+
+    Args:
+        ddp: ``model`` or its DistributedDataParallel wrapper (what runs the forward).
+        model: the unwrapped model (its prototypes are normalized after the step).
+        optimizer: the optimizer.
+        scaler: the fp16 gradient scaler (a no-op when disabled).
+        batch: views (B*M, 3, S, S), regions (B*M, S, S), num_regions (B,).
+        queue: the region queue, pushed with this batch's view-0 embeddings, or None.
+        use_queue: whether the queue's contents enter Sinkhorn this step.
+        freeze_prototypes: drop the prototypes' gradient this step.
+        amp_dtype: autocast dtype or None.
+        channels_last: feed the views as channels_last.
+        num_views: M.
+
+    Returns:
+        The loss (detached scalar) and the (N, K) codes of view 0.
+    """
+    device = next(model.parameters()).device
+    views = batch.views.to(device, non_blocking=True)  # (B*M, 3, S, S)
+    if channels_last:
+        views = views.contiguous(memory_format=torch.channels_last)
+    regions = batch.regions.to(device, non_blocking=True)  # (B*M, S, S)
+    num_regions = batch.num_regions.to(device)  # (B,)
+    queued = queue.contents() if queue is not None and use_queue else None
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss, codes, z0 = ddp(views, regions, num_regions, num_views, queued)
+    if not math.isfinite(loss.item()):
+        return loss.detach(), codes
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if freeze_prototypes:
+        model.prototypes.weight.grad = None
+    scaler.step(optimizer)
+    scaler.update()
+    model.prototypes.normalize_()
+    if queue is not None:
+        queue.push(z0)
+    return loss.detach(), codes
 
 
 def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | None = None) -> TrainResult:
@@ -156,7 +228,6 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
 
     from vice.data.train import build_train_loader
     from vice.dist import init_distributed, node_process_group
-    from vice.model import build_model
     from vice.optim import build_optimizer, cosine_lr, param_groups, scaled_lr, set_lr
 
     validate(cfg)
@@ -169,23 +240,15 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    torch.manual_seed(cfg.seed)
-    s = cfg.swav
-    model = RegionalSwav(
-        build_model(cfg.model),
-        Prototypes(cfg.model.embed_dim, s.num_prototypes),
-        s.temperature,
-        s.sinkhorn_epsilon,
-        s.sinkhorn_iterations,
-    )
-    queue = RegionQueue(s.queue_length, cfg.model.embed_dim) if s.queue_length else None
+    model, queue = build_regional_swav(cfg)
     use_cuda = device.type == "cuda"
     if env.world_size > 1 and cfg.model.sync_bn and use_cuda:  # SyncBatchNorm has no CPU kernels
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=node_process_group(env))
     model.to(device)
     if queue is not None:
         queue.to(device)
-    if use_cuda and cfg.train.channels_last:
+    channels_last = use_cuda and cfg.train.channels_last
+    if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     peak_lr = scaled_lr(cfg.optim.base_lr, env.world_size, cfg.optim.base_lr_world_size)
@@ -196,7 +259,7 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
         weight_decay=cfg.optim.weight_decay,
         lars_trust=cfg.optim.lars_trust,
     )
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if use_cuda else None
+    amp_dtype = amp_dtype_for(cfg.train.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
 
     start_step = 0
@@ -209,10 +272,7 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
             queue.load_state_dict(state["queue"])
         start_step = int(state["step"])
         log.info("resumed from step %d in %s", start_step, run_dir)
-    if main_process:
-        logger.log_metrics(
-            {"train/peak_lr": peak_lr, "train/world_size": float(env.world_size)}, step=start_step
-        )
+    logger.log_metrics({"train/peak_lr": peak_lr, "train/world_size": float(env.world_size)}, step=start_step)
 
     ddp: nn.Module = model
     if env.world_size > 1:
@@ -220,86 +280,73 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
             model, device_ids=[torch.cuda.current_device()] if use_cuda else None
         )
 
+    s, t = cfg.swav, cfg.train
     loader = build_train_loader(cfg, env.rank, env.world_size, start_step)
-    num_views = cfg.views.num_views
     losses: list[float] = []
     last_path: Path | None = None
     model.train()
-    bar = tqdm(
-        total=cfg.train.max_steps, initial=start_step, disable=not main_process, desc="train", unit="step"
-    )
+    bar = tqdm(total=t.max_steps, initial=start_step, disable=not main_process, desc="train", unit="step")
     tick, views_seen = time.perf_counter(), 0
     step = start_step
     with GracefulStop() as stop:
-        for batch in _batches(loader):
-            views = batch.views.to(device, non_blocking=True)
-            if use_cuda and cfg.train.channels_last:
-                views = views.contiguous(memory_format=torch.channels_last)
-            regions = batch.regions.to(device, non_blocking=True)
-            num_regions = batch.num_regions.to(device)
-            lr = cosine_lr(
-                step, peak_lr, cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.final_lr_ratio
-            )
+        for batch in loader:
+            lr = cosine_lr(step, peak_lr, cfg.optim.warmup_steps, t.max_steps, cfg.optim.final_lr_ratio)
             set_lr(optimizer, lr)
-            use_queue = queue is not None and step >= s.queue_start_step
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, codes, z0 = ddp(
-                    views, regions, num_regions, num_views, queue.contents() if use_queue and queue else None
-                )
+            loss, codes = train_step(
+                ddp,
+                model,
+                optimizer,
+                scaler,
+                batch,
+                queue,
+                use_queue=step >= s.queue_start_step,
+                freeze_prototypes=step < s.freeze_prototypes_steps,
+                amp_dtype=amp_dtype,
+                channels_last=channels_last,
+                num_views=cfg.views.num_views,
+            )
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
                     f"loss is {loss.item()} at step {step}; the run stops and keeps its last good checkpoint "
                     f"({last_path or 'none yet'}). Lower optim.base_lr or swav.sinkhorn_epsilon."
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if step < s.freeze_prototypes_steps:
-                model.prototypes.weight.grad = None
-            scaler.step(optimizer)
-            scaler.update()
-            model.prototypes.normalize_()
-            if queue is not None:
-                queue.push(z0)
             step += 1
             losses.append(loss.item())
-            views_seen += views.shape[0]
+            views_seen += batch.views.shape[0]
             bar.update(1)
-            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+            if step % t.log_every == 0 or step == t.max_steps:
                 elapsed = time.perf_counter() - tick
                 metrics = {
                     "train/loss": losses[-1],
                     "train/lr": lr,
                     "train/views_per_s": views_seen * env.world_size / max(elapsed, 1e-9),
                     "train/prototype_usage": codes.argmax(1).unique().numel() / s.num_prototypes,
-                    "train/regions_per_image": float(num_regions.float().mean()),
+                    "train/regions_per_image": float(batch.num_regions.float().mean()),
                 }
                 bar.set_postfix(
                     loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", views_s=f"{metrics['train/views_per_s']:.1f}"
                 )
                 if main_process:
-                    bar.write(
-                        f"step {step:6d}  loss {losses[-1]:.4f}  lr {lr:.3e}  usage {metrics['train/prototype_usage']:.2f}"
-                    )
+                    usage = metrics["train/prototype_usage"]
+                    bar.write(f"step {step:6d}  loss {losses[-1]:.4f}  lr {lr:.3e}  usage {usage:.2f}")
                 logger.log_metrics(metrics, step=step)
                 tick, views_seen = time.perf_counter(), 0
-            should_save = step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps
-            if should_save or stop.signum is not None:
-                if main_process:
-                    last_path = save_checkpoint(
-                        run_dir, step, _state(step, model, optimizer, scaler, queue, cfg)
-                    )
+            if main_process and (
+                step % t.checkpoint_every == 0 or step == t.max_steps or stop.signum is not None
+            ):
+                last_path = save_checkpoint(run_dir, step, _state(step, model, optimizer, scaler, queue, cfg))
             if stop.signum is not None:
                 bar.close()
                 log.warning("signal %d: checkpointed step %d, handing over", stop.signum, step)
                 stop.forward_signal()
             if (
                 evaluator is not None
-                and cfg.train.eval_every
-                and step % cfg.train.eval_every == 0
                 and main_process
+                and t.eval_every
+                and step % t.eval_every == 0
+                and step < t.max_steps  # the final evaluation is the job's
             ):
-                if step < cfg.train.max_steps:
-                    logger.log_metrics(evaluator(model.embedder, step), step=step)
+                logger.log_metrics(evaluator(model.embedder, step), step=step)
     bar.close()
     return TrainResult(model.embedder, step, losses, run_dir, start_step)
 
