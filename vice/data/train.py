@@ -143,11 +143,6 @@ def build_train_dataset(cfg: Config) -> ViewDataset:
     return ViewDataset(build_image_source(cfg), cfg.regions, cfg.views, cfg.seed, cache)
 
 
-def _single_threaded_worker(worker_id: int) -> None:
-    """Keep OpenCV to one thread per DataLoader worker (the workers are the parallelism)."""
-    cv2.setNumThreads(1)
-
-
 def build_train_loader(cfg: Config, rank: int, world_size: int, start_step: int) -> DataLoader[ViewBatch]:
     """Batches for steps ``start_step .. cfg.train.max_steps - 1`` of this rank.
 
@@ -160,6 +155,10 @@ def build_train_loader(cfg: Config, rank: int, world_size: int, start_step: int)
     )
     on_cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
     workers = cfg.data.num_workers
+    if workers > 0:
+        # One OpenCV thread per worker (the workers are the parallelism). Set in the parent before the
+        # fork: a forked child that resizes a thread pool its parent had started deadlocks.
+        cv2.setNumThreads(1)
     return DataLoader(
         dataset,  # type: ignore[arg-type]
         batch_sampler=sampler,
@@ -167,5 +166,4 @@ def build_train_loader(cfg: Config, rank: int, world_size: int, start_step: int)
         num_workers=workers,
         pin_memory=on_cuda,
         prefetch_factor=4 if workers else None,
-        worker_init_fn=_single_threaded_worker if workers > 0 else None,
     )
