@@ -32,6 +32,7 @@ from benchmarks.scaling import run_scaling
 from benchmarks.targets import evaluate_targets
 from benchmarks.timing import load_average, machine, slug
 from benchmarks.training import run_training
+from vice.train import resolve_device
 
 log = logging.getLogger("benchmarks")
 
@@ -79,15 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=0, help="torch and FAISS CPU threads (0 = their defaults)"
     )
     return parser.parse_args(argv)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda but no CUDA device is visible: use --device auto or cpu")
-    return torch.device(name)
 
 
 def run_benchmarks(
@@ -146,7 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from err
     sections = args.only or list(SECTIONS)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     results = run_benchmarks(device, args.quick, sections, args.workers, command.strip())

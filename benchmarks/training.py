@@ -24,12 +24,11 @@ from vice.config import Config, validate
 from vice.data.folder import ImageFolder
 from vice.data.synthetic import render_scene
 from vice.data.train import ViewBatch, build_train_loader
-from vice.model import build_model
 from vice.optim import LARS, build_optimizer, cosine_lr, param_groups, set_lr
 from vice.pooling import region_means
 from vice.regions import RegionCache, decompose_cached
-from vice.swav import Prototypes, RegionQueue, swav_region_loss
-from vice.train import RegionalSwav
+from vice.swav import RegionQueue, swav_region_loss
+from vice.train import RegionalSwav, amp_dtype_for, build_regional_swav
 
 #: Table 7's phases, in step order; the JSON and the table use these names.
 PHASES = ("data_wait", "forward", "pool_sinkhorn_loss", "backward", "optimizer")
@@ -182,24 +181,15 @@ def build_step_parts(cfg: Config, device: torch.device, prefill_queue: bool = Tr
         device: where the model lives.
         prefill_queue: fill the queue with random unit vectors, as it is after its first steps.
     """
-    torch.manual_seed(cfg.seed)
-    s = cfg.swav
-    model = RegionalSwav(
-        build_model(cfg.model),
-        Prototypes(cfg.model.embed_dim, s.num_prototypes),
-        s.temperature,
-        s.sinkhorn_epsilon,
-        s.sinkhorn_iterations,
-    ).to(device)
-    use_cuda = device.type == "cuda"
-    channels_last = use_cuda and cfg.train.channels_last
+    model, queue = build_regional_swav(cfg)
+    model.to(device)
+    channels_last = device.type == "cuda" and cfg.train.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    queue = None
-    if s.queue_length:
-        queue = RegionQueue(s.queue_length, cfg.model.embed_dim).to(device)
+    if queue is not None:
+        queue.to(device)
         if prefill_queue:
-            queue.push(F.normalize(torch.randn(s.queue_length, cfg.model.embed_dim, device=device), dim=1))
+            queue.push(F.normalize(torch.randn(queue.length, cfg.model.embed_dim, device=device), dim=1))
     optimizer = build_optimizer(
         param_groups(model, cfg.optim.weight_decay),
         lr=cfg.optim.base_lr,
@@ -207,7 +197,7 @@ def build_step_parts(cfg: Config, device: torch.device, prefill_queue: bool = Tr
         weight_decay=cfg.optim.weight_decay,
         lars_trust=cfg.optim.lars_trust,
     )
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp) if use_cuda else None
+    amp_dtype = amp_dtype_for(cfg.train.amp, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
     model.train()
     return StepParts(
