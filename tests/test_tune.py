@@ -1,0 +1,159 @@
+"""vice-tune without SLURM: study files, the search space, the seeded sampler, storage, executor settings,
+and the best trial's experiment file composing back to the trial's values."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+
+from vice.app import SWEEPS_DIR
+from vice.tune import (
+    StudyError,
+    build_sampler,
+    build_storage,
+    executor_params,
+    load_study,
+    suggest,
+    trial_overrides,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def asked_params(seed: int, num_trials: int = 8) -> list[dict[str, object]]:
+    """The params a smoke study asks, telling each trial a value that depends on its params only."""
+    _, cfg = load_study("smoke")
+    cfg.sampler.seed = seed
+    study = optuna.create_study(sampler=build_sampler(cfg), direction=cfg.direction)
+    asked = []
+    for _ in range(num_trials):
+        trial = study.ask()
+        values = suggest(trial, cfg.params)
+        study.tell(trial, values["views.mask_ratio"] - values["optim.base_lr"])
+        asked.append(values)
+    return asked
+
+
+def test_the_sampler_seed_makes_the_asked_params_reproducible_past_the_startup_trials() -> None:
+    first, again, other = asked_params(0), asked_params(0), asked_params(1)
+    assert first == again  # 3 random startup trials, then 5 from the TPE model
+    assert first != other
+    for values in first:  # the conditional key is searched exactly when the queue is on
+        assert ("swav.queue_start_step" in values) == (values["swav.queue_length"] == 8)
+        assert 0.0 <= values["views.mask_ratio"] <= 0.5 and 4 <= values["swav.num_prototypes"] <= 16
+
+
+def test_list_choices_become_hydra_list_overrides() -> None:
+    _, cfg = load_study("appendix_b")
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler({"views.resize_range": ["[0.5,2.0]"]}))
+    trial = study.ask()
+    values = suggest(trial, {"views.resize_range": cfg.params["views.resize_range"]})
+    assert trial_overrides(values) == ["views.resize_range=[0.5,2.0]"]
+
+
+def write_study(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text("experiment: table5_hparams_smoke\n" + text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("n_trial: 3\n", "n_trial"),
+        (
+            "params:\n  swav.queue_start_step: {type: int, low: 0, high: 2, when: {swav.queue_length: [8]}}\n",
+            "params.swav.queue_start_step: when names 'swav.queue_length', which is not a param listed before",
+        ),
+        ("params:\n  views.mask_ratio: {type: float, low: 0.5, high: 0.5}\n", "needs low < high"),
+        (
+            "sampler: {name: grid}\nparams:\n  views.mask_ratio: {type: float, low: 0, high: 1}\n",
+            "the grid sampler takes unconditional categoricals only",
+        ),
+    ],
+)
+def test_a_bad_study_file_is_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(StudyError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_study(write_study(tmp_path, text))
+
+
+def test_storage_is_a_journal_file_by_default_and_never_sqlite(tmp_path: Path) -> None:
+    storage = build_storage(None, tmp_path / "study")
+    optuna.create_study(study_name="s", storage=storage)
+    assert (tmp_path / "study" / "optuna.journal").stat().st_size > 0
+    with pytest.raises(StudyError, match="SQLite breaks with parallel writers"):
+        build_storage(f"sqlite:///{tmp_path}/o.db", tmp_path)
+
+
+def launcher_preset(name: str) -> dict[str, object]:
+    from hydra import compose, initialize_config_dir
+
+    from vice.config import register_schema
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="t"):
+        master = compose(
+            "config",
+            overrides=[f"hydra/launcher={name}", "experiment=table5_hparams_smoke"],
+            return_hydra_config=True,
+        )
+    found = OmegaConf.to_container(master.hydra.launcher, resolve=True)
+    assert isinstance(found, dict)
+    return {str(k): v for k, v in found.items()}
+
+
+def test_executor_params_from_the_v100_preset() -> None:
+    cluster, init, update = executor_params(launcher_preset("v100"))
+    assert cluster == "slurm" and init == {"slurm_max_num_timeout": 3}
+    assert update["timeout_min"] == 1440 and update["gpus_per_node"] == 1 and update["cpus_per_task"] == 10
+    assert update["slurm_signal_delay_s"] == 300 and update["slurm_setup"] == ["true"]
+    assert "slurm_partition" not in update  # unset site settings are left to SLURM's defaults
+    cluster, init, update = executor_params(launcher_preset("local"))
+    assert cluster == "local" and init == {} and update["gpus_per_node"] == 0
+
+
+def test_best_experiment_file_composes_to_the_best_trials_values(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from vice.config import register_schema, to_config
+    from vice.sweep import Composer
+    from vice.tune import Study, best_experiment
+
+    _, cfg = load_study("smoke")
+    study = optuna.create_study(direction="maximize")
+    best = {
+        "views.mask_ratio": 0.125,
+        "swav.num_prototypes": 5,
+        "swav.queue_length": 8,
+        "optim.base_lr": 0.25,
+    }
+    study.enqueue_trial(best)
+    study.enqueue_trial({**best, "views.mask_ratio": 0.375})
+    for value in (0.5, 0.25):
+        trial = study.ask()
+        suggest(trial, {k: cfg.params[k] for k in best})
+        study.tell(trial, value)
+    register_schema()
+    with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="t"):
+        master = compose("config", overrides=["experiment=table5_hparams_smoke"], return_hydra_config=True)
+        s = Study(
+            "tune_x", cfg, study, tmp_path, Composer(), master, list(cfg.overrides), "", "", "local", None
+        )
+        name, text = best_experiment(s)
+    assert name == "tune_x_best_smoke"
+    config_dir = tmp_path / "sweeps"
+    shutil.copytree(SWEEPS_DIR, config_dir)
+    (config_dir / "experiment" / f"{name}.yaml").write_text(text)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="t"):
+        job = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+    composed = to_config({k: v for k, v in job.items() if k != "hydra"})
+    assert composed.experiment == name and composed.seed == 0
+    assert composed.views.mask_ratio == 0.125 and composed.swav.num_prototypes == 5
+    assert composed.swav.queue_length == 8 and composed.optim.base_lr == 0.25
+    assert composed.train.max_steps == 4 and composed.eval.num_clusters == [7]
+    assert composed.data.name == "synthetic"  # the base experiment's defaults came along
+    assert dict(job.hydra.sweeper.params) == {"cell/table5_hparams": "baseline", "seed": "0"}
