@@ -157,3 +157,54 @@ def test_best_experiment_file_composes_to_the_best_trials_values(tmp_path: Path)
     assert composed.train.max_steps == 4 and composed.eval.num_clusters == [7]
     assert composed.data.name == "synthetic"  # the base experiment's defaults came along
     assert dict(job.hydra.sweeper.params) == {"cell/table5_hparams": "baseline", "seed": "0"}
+
+
+class FakeJob:
+    job_id = "1"
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self, check: bool = True) -> None:
+        self.cancelled = True
+
+
+@pytest.mark.parametrize(("value", "pruned"), [(0.1, True), (0.9, False)])
+def test_an_intermediate_evaluation_below_the_median_cancels_the_job_and_prunes_the_trial(
+    tmp_path: Path, value: float, pruned: bool
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from vice.tracking import RUN_ID_FILE, prepare_tracking
+    from vice.tune import InFlight, Study, report_intermediate
+
+    _, cfg = load_study("smoke")
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    dist = optuna.distributions.FloatDistribution(0.0, 0.5)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"views.mask_ratio": 0.2},
+            distributions={"views.mask_ratio": dist},
+            value=0.5,
+            intermediate_values={2: 0.5},
+        )
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(prepare_tracking(uri, "tune_x")).info.run_id
+    client.log_metric(run_id, "eval/linear_miou", value, step=2)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RUN_ID_FILE).write_text(run_id)
+    trial = study.ask({"views.mask_ratio": dist})
+    s = Study("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
+    flight = InFlight(trial, FakeJob(), run_dir)
+
+    assert report_intermediate(s, flight) is pruned
+    assert flight.job.cancelled is pruned and flight.last_step == 2
+    frozen = study.trials[-1]
+    assert frozen.intermediate_values == {2: value}
+    assert frozen.state.name == ("PRUNED" if pruned else "RUNNING")
+    tags = client.get_run(run_id).data.tags
+    assert tags["optuna.trial"] == "1" and tags["optuna.state"] == ("PRUNED" if pruned else "RUNNING")
+    assert tags["mlflow.runName"] == "trial 1"
