@@ -39,6 +39,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -761,6 +762,7 @@ def save_results(s: Study) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
+    from optuna.exceptions import ExperimentalWarning
     from optuna.trial import TrialState
 
     from vice.tracking import MLflowLogger, _client
@@ -780,7 +782,9 @@ def save_results(s: Study) -> list[Path]:
         plots.append((IMPORTANCES_PNG, ovm.plot_param_importances))
     for file_name, plot in plots:
         try:
-            axes = plot(s.optuna_study)
+            with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                axes = plot(s.optuna_study)
         except (ValueError, RuntimeError) as error:  # e.g. no parameter varied yet
             log.warning("no %s: %s", file_name, error)
             continue
