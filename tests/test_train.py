@@ -160,3 +160,22 @@ def test_load_for_eval_returns_the_trained_embedder(tiny):
     assert cfg.model == tiny.model and not model.training
     for (name, a), b in zip(model.state_dict().items(), result.embedder.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+@pytest.mark.slow
+def test_200_cpu_steps_lower_the_loss_clearly_below_log_k(tmp_path):
+    import math
+
+    cfg = tiny_config(tmp_path / "run", max_steps=200, log_every=50, checkpoint_every=1000, threads=2)
+    cfg.data.image_size, cfg.data.num_images, cfg.data.batch_size = [128, 160], 256, 4
+    cfg.regions.method, cfg.regions.region_size = "slic", 24
+    cfg.views.view_size = 64
+    cfg.model.decoder_channels, cfg.model.embed_dim = 32, 32
+    cfg.swav.num_prototypes, cfg.swav.freeze_prototypes_steps = 24, 20
+    cfg.optim.base_lr, cfg.optim.warmup_steps = 0.4, 20
+    losses = train(cfg).losses
+    log_k = math.log(cfg.swav.num_prototypes)
+    start, end = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
+    print(f"loss {start:.3f} -> {end:.3f}, ln K = {log_k:.3f}")
+    assert end < 0.95 * log_k  # below the uniform-prediction (collapse) level
+    assert end < start - 0.5
