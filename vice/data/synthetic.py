@@ -45,8 +45,9 @@ SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 COLOUR_RANGE = (40, 216)
 #: Probability that a class reuses (a perturbed copy of) another class's colour in an image.
 SHARED_COLOUR_PROB = 0.3
-#: Texture scales are in pixels at this image height and grow with the image.
-REFERENCE_HEIGHT = 256
+#: Texture scales are in pixels at this image height and grow with the image: at 128 px the finest
+#: textures (bricks, stripes, spots) repeat every 4-9 px, coarse enough for a stride-8 network.
+REFERENCE_HEIGHT = 128
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
