@@ -44,3 +44,30 @@ def _single_thread_torch():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+def slurm_marks() -> list:
+    """pytestmark of the tests that submit to the local SLURM cluster."""
+    from vice.sweep import slurm_available
+
+    return [
+        pytest.mark.slurm,
+        pytest.mark.slow,
+        pytest.mark.skipif(
+            not slurm_available(),
+            reason="no local SLURM cluster answers: start it with `bash slurm/local-cluster.sh up`",
+        ),
+    ]
+
+
+def wait_for(predicate, what: str, timeout_s: float, poll_s: float):
+    """Poll ``predicate`` until it returns something truthy; fail (never hang) after ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

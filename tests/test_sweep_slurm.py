@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import slurm_marks
+from conftest import wait_for as shared_wait_for
 
-from vice.sweep import main, slurm_available
+from vice.sweep import main
 
-pytestmark = [
-    pytest.mark.slurm,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not slurm_available(),
-        reason="no local SLURM cluster answers: start it with `bash slurm/local-cluster.sh up`",
-    ),
-]
+pytestmark = slurm_marks()
 
 EXPERIMENT = "table3_decomposition_smoke"
 WAIT_S = 240
@@ -55,13 +49,7 @@ def accounted_jobs() -> set[str]:
 
 
 def wait_for(predicate: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
+    return shared_wait_for(predicate, what, WAIT_S, 0.2)
 
 
 def job_state(job_id: str) -> str:

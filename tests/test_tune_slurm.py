@@ -8,23 +8,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import slurm_marks
+from conftest import wait_for as shared_wait_for
 
-from vice.sweep import slurm_available
 from vice.tune import main
 
-pytestmark = [
-    pytest.mark.slurm,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not slurm_available(),
-        reason="no local SLURM cluster answers: start it with `bash slurm/local-cluster.sh up`",
-    ),
-]
+pytestmark = slurm_marks()
 
 STUDY = "tune_smoke"
 WAIT_S = 300
@@ -62,13 +55,7 @@ def runs(out: Path) -> tuple[list[Any], list[Any]]:
 
 
 def wait_for(predicate: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {WAIT_S} s waiting for {what}")
+    return shared_wait_for(predicate, what, WAIT_S, 0.5)
 
 
 def max_overlap(found: list[Any]) -> int:
