@@ -208,3 +208,52 @@ def test_an_intermediate_evaluation_below_the_median_cancels_the_job_and_prunes_
     tags = client.get_run(run_id).data.tags
     assert tags["optuna.trial"] == "1" and tags["optuna.state"] == ("PRUNED" if pruned else "RUNNING")
     assert tags["mlflow.runName"] == "trial 1"
+
+
+def test_runs_of_trials_finished_by_a_killed_driver_are_retagged_with_their_last_trials_state(
+    tmp_path: Path,
+) -> None:
+    """A driver killed between ``tell`` and tagging leaves runs tagged RUNNING; the next driver fixes them.
+
+    Trial 0 failed and trial 1 retried it into the same run (trial 1's state wins); trial 2 completed
+    its own run; trial 3 is still running and keeps its tag.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from vice.tracking import RUN_ID_FILE, prepare_tracking
+    from vice.tune import ATTR_JOB_ID, ATTR_RUN_DIR, Study, sync_tags
+
+    _, cfg = load_study("smoke")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = prepare_tracking(uri, "tune_x")
+    run_ids = []
+    for name in ("a", "b", "c"):
+        run_id = client.create_run(experiment_id).info.run_id
+        client.set_tag(run_id, "optuna.state", "RUNNING")
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RUN_ID_FILE).write_text(run_id)
+        run_ids.append(run_id)
+    study = optuna.create_study(direction="maximize")
+    dist = {"views.mask_ratio": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    for run_name, state, value in (("a", "FAIL", None), ("a", "COMPLETE", 0.25), ("b", "COMPLETE", 0.5)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"views.mask_ratio": 0.125},
+                distributions=dist,
+                value=value,
+                state=optuna.trial.TrialState[state],
+                user_attrs={ATTR_RUN_DIR: str(tmp_path / run_name), ATTR_JOB_ID: "7"},
+            )
+        )
+    running = study.ask(dist)
+    study._storage.set_trial_user_attr(running._trial_id, ATTR_RUN_DIR, str(tmp_path / "c"))
+    study._storage.set_trial_user_attr(running._trial_id, ATTR_JOB_ID, "8")
+    s = Study("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
+
+    assert sync_tags(s) == 2
+    tags = [client.get_run(run_id).data.tags for run_id in run_ids]
+    assert [t["optuna.state"] for t in tags] == ["COMPLETE", "COMPLETE", "RUNNING"]
+    assert [t.get("optuna.trial") for t in tags] == ["1", "2", None]
+    assert tags[0]["optuna.param.views.mask_ratio"] == "0.125" and tags[1]["mlflow.runName"] == "trial 2"
+    assert sync_tags(s) == 0

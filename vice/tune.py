@@ -483,26 +483,63 @@ def _set_attrs(study: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
         study._storage.set_trial_user_attr(trial_id, key, value)
 
 
-def _mlflow_tags(s: Study, flight: InFlight, state: str) -> None:
-    """Tag a trial's MLflow run (once its job created it) with the study, trial number, state and params."""
-    from vice.tracking import RUN_ID_FILE, _client
+def _tag_run(s: Study, run_id: str, number: int, params: Mapping[str, Any], state: str) -> None:
+    """Tag a trial's MLflow run with the study, trial number, state and params, in one batch write."""
+    from mlflow.entities import RunTag
 
-    id_file = flight.run_dir / RUN_ID_FILE
-    if not id_file.exists():
-        return
-    run_id = id_file.read_text().strip()
-    params = flight.trial.params
+    from vice.tracking import _client
+
     tags = {
         "optuna.study": s.name,
-        "optuna.trial": str(flight.trial.number),
+        "optuna.trial": str(number),
         "optuna.state": state,
+        "mlflow.runName": f"trial {number}",
         **{f"optuna.param.{key}": override_value(value) for key, value in params.items()},
     }
-    client = _client(s.tracking_uri)
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    client.set_tag(run_id, "mlflow.runName", f"trial {flight.trial.number}")
+    _client(s.tracking_uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+def _run_id(run_dir: Path) -> str | None:
+    """The MLflow run id a job wrote into its run dir; None before the job created its run."""
+    from vice.tracking import RUN_ID_FILE
+
+    id_file = run_dir / RUN_ID_FILE
+    return id_file.read_text().strip() if id_file.exists() else None
+
+
+def _mlflow_tags(s: Study, flight: InFlight, state: str) -> None:
+    """Tag a trial's MLflow run (once its job created it); see :func:`_tag_run`."""
+    run_id = _run_id(flight.run_dir)
+    if run_id is None:
+        return
+    _tag_run(s, run_id, flight.trial.number, flight.trial.params, state)
     flight.tagged = True
+
+
+def sync_tags(s: Study) -> int:
+    """Re-tag the runs whose ``optuna.state`` lags their trial's state; returns how many were fixed.
+
+    A driver killed between telling Optuna and tagging MLflow leaves a finished trial's run tagged
+    RUNNING. A run belongs to the last trial that submitted a job for it (a retried trial resumes the
+    run of the failed one); runs whose last trial is still running are left to :func:`collect`.
+    """
+    from optuna.trial import TrialState
+
+    from vice.tracking import _client
+
+    last: dict[str, Any] = {}
+    for trial in sorted(s.optuna_study.get_trials(deepcopy=False), key=lambda t: t.number):
+        run_id = _run_id(Path(trial.user_attrs[ATTR_RUN_DIR])) if ATTR_JOB_ID in trial.user_attrs else None
+        if run_id is not None:
+            last[run_id] = trial
+    client, fixed = _client(s.tracking_uri), 0
+    for run_id, trial in last.items():
+        if trial.state == TrialState.RUNNING:
+            continue
+        if client.get_run(run_id).data.tags.get("optuna.state") != trial.state.name:
+            _tag_run(s, run_id, trial.number, trial.params, trial.state.name)
+            fixed += 1
+    return fixed
 
 
 def submit_trial(s: Study) -> InFlight | None:
@@ -605,14 +642,14 @@ def report_intermediate(s: Study, flight: InFlight) -> bool:
     """
     from optuna.trial import TrialState
 
-    from vice.tracking import RUN_ID_FILE, _client
+    from vice.tracking import _client
 
-    id_file = flight.run_dir / RUN_ID_FILE
-    if not id_file.exists():
+    run_id = _run_id(flight.run_dir)
+    if run_id is None:
         return False
     if not flight.tagged:
         _mlflow_tags(s, flight, "RUNNING")
-    history = _client(s.tracking_uri).get_metric_history(id_file.read_text().strip(), s.cfg.metric)
+    history = _client(s.tracking_uri).get_metric_history(run_id, s.cfg.metric)
     new = sorted((m.step, m.value) for m in history if m.step > flight.last_step)
     for step, value in new:
         flight.trial.report(value, step)
@@ -670,6 +707,9 @@ def drive(s: Study) -> None:
         StudyError: more than ``max_failures`` failed trials.
     """
     s.in_flight = reconcile(s)
+    fixed = sync_tags(s)
+    if fixed:
+        log.info("re-tagged %d MLflow run(s) of trials finished by an earlier driver", fixed)
     while True:
         target = s.cfg.n_trials - finished_count(s.optuna_study)
         while len(s.in_flight) < min(s.cfg.max_parallel, target):
