@@ -237,7 +237,13 @@ def loss_from_embeddings(
     """
     means = region_means(embeddings, regions, num_regions, num_views)  # (M, N, D)
     loss, codes = swav_region_loss(
-        means, model.prototypes, model.temperature, model.sinkhorn_epsilon, model.sinkhorn_iterations, queue
+        means,
+        model.prototypes,
+        model.temperature,
+        model.sinkhorn_epsilon,
+        model.sinkhorn_iterations,
+        num_regions,
+        queue,
     )
     z0 = F.normalize(means[0].detach().float(), dim=-1)  # (N, D)
     return loss, codes, z0

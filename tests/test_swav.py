@@ -18,6 +18,19 @@ def test_loss_hand_computed():
     assert abs(got.item() - (l0 + l1) / 2) < 1e-6
 
 
+def test_loss_averages_within_each_image_then_over_images():
+    """Equation 3's 1/I: image 0 has one region with loss ln 2, image 1 has three with loss 0."""
+    codes = torch.tensor([[0.5, 0.5], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    scores = torch.tensor([[[0.0, 0.0], [100.0, 0.0], [100.0, 0.0], [100.0, 0.0]]])  # (1, 4, 2)
+    per_image = swapped_prediction_loss(scores, codes, 1.0, torch.tensor([1, 3]))
+    flat = swapped_prediction_loss(scores, codes, 1.0)
+    assert abs(per_image.item() - math.log(2) / 2) < 1e-6  # (ln 2 + 0) / 2 images
+    assert abs(flat.item() - math.log(2) / 4) < 1e-6  # what a mean over regions would give
+    # an image without regions (all masked) does not count as an image
+    with_empty = swapped_prediction_loss(scores, codes, 1.0, torch.tensor([1, 0, 3]))
+    assert abs(with_empty.item() - per_image.item()) < 1e-7
+
+
 def test_loss_averages_over_predicting_views():
     codes = torch.tensor([[0.5, 0.5]])
     a = torch.tensor([[[1.0, 0.0]]])
@@ -36,7 +49,7 @@ def test_loss_is_log_k_when_scores_carry_no_preference():
     protos.normalize_()
     means = torch.randn(4, 200, d)
     means[..., : d // 2] = 0.0  # regions live in the second half: every score is 0
-    loss, codes = swav_region_loss(means, protos, 0.1, 0.05, 3)
+    loss, codes = swav_region_loss(means, protos, 0.1, 0.05, 3, torch.tensor([50, 150]))
     torch.testing.assert_close(codes, torch.full((200, k), 1 / k))
     assert abs(loss.item() - math.log(k)) < 1e-5
 
@@ -65,8 +78,8 @@ def test_queue_rows_enter_sinkhorn_but_not_the_loss():
     protos = Prototypes(4, 3)
     means = torch.randn(2, 6, 4)
     queue = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
-    loss_q, codes_q = swav_region_loss(means, protos, 0.1, 0.05, 3, queue)
-    _, codes_0 = swav_region_loss(means, protos, 0.1, 0.05, 3)
+    loss_q, codes_q = swav_region_loss(means, protos, 0.1, 0.05, 3, torch.tensor([6]), queue)
+    _, codes_0 = swav_region_loss(means, protos, 0.1, 0.05, 3, torch.tensor([6]))
     assert codes_q.shape == (6, 3)
     assert not torch.allclose(codes_q, codes_0)  # the queue changes the equipartition
     assert torch.isfinite(loss_q)

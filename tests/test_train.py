@@ -1,6 +1,7 @@
 import os
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +62,21 @@ def test_finished_run_is_not_retrained(tiny):
     again = train(tiny)
     assert again.resumed_from == first.steps == 6
     assert again.losses == []
+    from vice.app import train_summary
+
+    assert train_summary(again).startswith("already finished at step 6: nothing to train")
+    assert train_summary(first).startswith(f"trained steps 1..6; loss {first.losses[0]:.3f} -> ")
+
+
+def test_non_finite_weights_are_never_checkpointed(tiny):
+    from vice.train import build_regional_swav, check_finite_weights
+
+    model, _ = build_regional_swav(tiny)
+    check_finite_weights(model, 3)  # finite: no error
+    with torch.no_grad():
+        model.prototypes.weight[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match=r"parameter prototypes\.weight is not finite after step 3"):
+        check_finite_weights(model, 3)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny, monkeypatch):
@@ -129,6 +145,61 @@ def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     # Only rank 0 writes checkpoints.
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000002.pt"]
+
+
+def _rank1_trouble_worker(rank: int, port: int, run_dir: str, out: str, trouble: str) -> None:
+    """Rank 1 alone gets a NaN loss (``nan``) or SIGUSR2 (``signal``) during its second step."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+    )
+    torch.set_num_threads(1)
+    train_module.SIGNAL_WAIT_S = 0.2
+    real, calls = train_module.swav_region_loss, {"n": 0}
+
+    def troubled(*args, **kwargs):
+        loss, codes = real(*args, **kwargs)
+        calls["n"] += 1
+        if rank == 1 and calls["n"] == 2:
+            if trouble == "nan":
+                return loss * float("nan"), codes
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return loss, codes
+
+    train_module.swav_region_loss = troubled
+    try:
+        train(tiny_config(run_dir, max_steps=6, checkpoint_every=1))
+        outcome = "finished"
+    except FloatingPointError as err:
+        outcome = f"FloatingPointError: {err}"
+    except SystemExit as err:
+        outcome = f"SystemExit {err.code}"
+    (Path(out) / f"rank{rank}.txt").write_text(outcome)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("trouble", ["nan", "signal"])
+def test_trouble_on_one_rank_stops_both_ranks_at_the_same_step(tmp_path, trouble):
+    """Without agreeing, rank 0 would wait forever in the gradient all-reduce of the next step."""
+    mp.start_processes(
+        _rank1_trouble_worker,
+        args=(_free_port(), str(tmp_path / "run"), str(tmp_path), trouble),
+        nprocs=2,
+        start_method="spawn",
+    )
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    if trouble == "nan":
+        assert all(o.startswith("FloatingPointError: loss is nan at step 1") for o in outcomes), outcomes
+        assert outcomes[0].endswith("Lower optim.base_lr or swav.sinkhorn_epsilon.")
+        assert load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["step"] == 1
+    else:
+        # rank 1 got the signal; rank 0 stops with it, waits for its own, then exits as on SIGTERM
+        assert outcomes == [f"SystemExit {128 + signal.SIGTERM}", f"SystemExit {128 + signal.SIGUSR2}"]
+        assert [p.name for p in list_checkpoints(tmp_path / "run")][-1] == "step_00000002.pt"
 
 
 def _sinkhorn_worker(rank: int, port: int, out: str) -> None:

@@ -15,6 +15,7 @@ from vice.views import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    cap_coverage,
     centre_probability,
     crop_regions,
     gaussian_blur,
@@ -204,6 +205,45 @@ def test_mask_respects_protection_and_rectangle_size():
             assert not np.isin(np.flatnonzero(mask.protected), views[m][mask.masked[m]]).any()
         removed = np.isin(np.arange(num_ids), views[mask.masked])
         np.testing.assert_array_equal(mask.kept, mutual & ~removed)
+
+
+def test_large_regions_are_masked_only_up_to_the_coverage_cap():
+    """20 px cells in 40 px views: a 10 px rectangle can touch 4 cells (up to 1,600 px), the cap is 400 px."""
+    regions = grid_regions(80, 80, 20)
+    views = crop_regions(regions, *source_coordinates(np.array([[5, 5, 45, 45]] * 3), np.zeros(3, bool), 40))
+    num_ids = 16
+    shares, capped = [], 0
+    for seed in range(40):
+        mask = sample_mask(views, num_ids, 0.25, 0.0, np.random.default_rng(seed))
+        shares.extend(mask.masked.reshape(3, -1).mean(axis=1))
+        for m in range(3):
+            top, left, bottom, right = mask.rects[m]
+            touched = set(np.unique(views[m, top:bottom, left:right]).tolist())
+            masked_ids = set(np.unique(views[m][mask.masked[m]]).tolist())
+            assert masked_ids <= touched  # only touched regions, and each one whole:
+            np.testing.assert_array_equal(mask.masked[m], np.isin(views[m], list(masked_ids)))
+            capped += masked_ids != touched
+    assert max(shares) <= 0.25
+    assert capped > 0 and max(shares) > 0.1  # the cap bound, and it did not simply mask nothing
+
+
+def test_cap_coverage_keeps_a_random_prefix_that_fits():
+    candidates = np.array([[True, True, True, False], [True, False, False, False]])
+    areas = np.array([[300, 200, 100, 50], [500, 10, 10, 10]])
+    seen = set()
+    for seed in range(30):
+        kept = cap_coverage(candidates, areas, 400, np.random.default_rng(seed))
+        assert not (kept & ~candidates).any()
+        assert (np.where(kept, areas, 0).sum(axis=1) <= 400).all()
+        assert not kept[1].any()  # a region larger than the cap is never masked
+        seen.add(tuple(kept[0].tolist()))
+    # the random order's longest prefix under the cap: 300+100, 200+100, or one region when the next overflows
+    assert seen == {
+        (True, False, True, False),
+        (False, True, True, False),
+        (True, False, False, False),
+        (False, True, False, False),
+    }
 
 
 def test_full_protection_masks_nothing():

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vice.train import TrainResult
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+
+
+def train_summary(result: TrainResult) -> str:
+    """What ``vice-train`` prints at the end; a re-run of a finished run dir trains nothing."""
+    where = f"checkpoints in {result.run_dir / 'checkpoints'}"
+    if not result.losses:
+        return f"already finished at step {result.steps}: nothing to train\n{where}"
+    first, last = result.losses[0], result.losses[-1]
+    return f"trained steps {result.resumed_from + 1}..{result.steps}; loss {first:.3f} -> {last:.3f}\n{where}"
 
 
 def run_app(task: str) -> None:
@@ -25,9 +38,7 @@ def run_app(task: str) -> None:
         if task == "train":
             from vice.train import train
 
-            result = train(config)
-            print(f"trained {result.steps} steps; loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}")
-            print(f"checkpoints in {result.run_dir / 'checkpoints'}")
+            print(train_summary(train(config)))
         elif task == "job":
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode

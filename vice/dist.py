@@ -219,6 +219,26 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any rank (a MAX all-reduce); ``flag`` itself when not distributed.
+
+    Every rank must call it at the same point: decisions that end or skip a step (a non-finite loss,
+    a preemption signal) are then taken by all ranks together, so none waits in a collective alone.
+
+    Args:
+        flag: this rank's value.
+        device: the backend's device (CPU for gloo, this rank's GPU for NCCL).
+    """
+    if not _initialized():
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def barrier() -> None:
     """Wait for every rank; a no-op when not distributed."""
     if _initialized():

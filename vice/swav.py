@@ -14,19 +14,35 @@ from vice.sinkhorn import sinkhorn
 NORMALIZE_EPS = 1e-12
 
 
-def swapped_prediction_loss(scores: torch.Tensor, codes: torch.Tensor, temperature: float) -> torch.Tensor:
+def swapped_prediction_loss(
+    scores: torch.Tensor,
+    codes: torch.Tensor,
+    temperature: float,
+    num_regions: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Equation 3: cross-entropy of views 1..M-1 against the codes of view 0.
+
+    Equation 3 averages over the I regions of each image first, then over images and predicting
+    views, so an image with many small superpixels weighs as much as one with few large ones.
 
     Args:
         scores: (M-1, N, K) scores of the predicting views.
         codes: (N, K) Sinkhorn codes of view 0 (rows sum to 1).
         temperature: tau.
+        num_regions: (B,) int64 regions per image, summing to N (regions ordered by image); None
+            treats the N regions as one image (a plain mean).
 
     Returns:
-        Scalar loss, averaged over regions and predicting views.
+        Scalar loss.
     """
     log_p = F.log_softmax(scores.float() / temperature, dim=-1)  # (M-1, N, K)
-    return -(codes.unsqueeze(0) * log_p).sum(dim=-1).mean()
+    per_region = -(codes.unsqueeze(0) * log_p).sum(dim=-1).mean(dim=0)  # (N,)
+    if num_regions is None:
+        return per_region.mean()
+    # 1 / I of each region's image, without a host sync: output_size is known.
+    image_size = torch.repeat_interleave(num_regions, num_regions, output_size=per_region.shape[0])  # (N,)
+    num_images = (num_regions > 0).sum().clamp(min=1)
+    return (per_region / image_size.to(per_region.dtype)).sum() / num_images
 
 
 class Prototypes(nn.Module):
@@ -95,16 +111,18 @@ def swav_region_loss(
     temperature: float,
     sinkhorn_epsilon: float,
     sinkhorn_iterations: int,
+    num_regions: torch.Tensor,
     queue: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of one training step from the region means of all views.
 
     Args:
-        means: (M, N, D) region means (not yet normalized); view 0 gives the targets.
+        means: (M, N, D) region means (not yet normalized), ordered by image; view 0 gives the targets.
         prototypes: the K prototypes.
         temperature: tau of the softmax.
         sinkhorn_epsilon: entropic regularization of Sinkhorn-Knopp.
         sinkhorn_iterations: Sinkhorn rounds.
+        num_regions: (B,) int64 regions per image (summing to N), for equation 3's per-image mean.
         queue: (F, D) earlier view-0 embeddings, concatenated before Sinkhorn and dropped after.
 
     Returns:
@@ -121,4 +139,4 @@ def swav_region_loss(
             codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)[
                 : scores.shape[1]
             ]  # (N, K)
-        return swapped_prediction_loss(scores[1:], codes, temperature), codes
+        return swapped_prediction_loss(scores[1:], codes, temperature, num_regions), codes

@@ -77,7 +77,13 @@ class RegionalSwav(nn.Module):
         embeddings = self.embedder(views)  # (B*M, D, S, S)
         means = region_means(embeddings, regions, num_regions, num_views)  # (M, N, D)
         loss, codes = swav_region_loss(
-            means, self.prototypes, self.temperature, self.sinkhorn_epsilon, self.sinkhorn_iterations, queue
+            means,
+            self.prototypes,
+            self.temperature,
+            self.sinkhorn_epsilon,
+            self.sinkhorn_iterations,
+            num_regions,
+            queue,
         )
         z0 = nn.functional.normalize(means[0].detach().float(), dim=-1)  # (N, D)
         return loss, codes, z0
@@ -92,6 +98,10 @@ class TrainResult:
     losses: list[float]  # loss of every step this process ran (rank-local)
     run_dir: Path
     resumed_from: int  # step of the checkpoint it resumed from, 0 for a fresh start
+
+
+#: Seconds a rank stopped by another rank's signal waits for its own before exiting.
+SIGNAL_WAIT_S = 30.0
 
 
 class GracefulStop:
@@ -119,13 +129,20 @@ class GracefulStop:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
 
-    def forward_signal(self) -> None:
-        """Hand the caught signal to the previous handler, or exit."""
-        assert self.signum is not None
-        previous = self._previous.get(self.signum)
+    def forward_signal(self, wait_s: float | None = None) -> None:
+        """Hand the caught signal to the previous handler, or exit.
+
+        A rank stopped by another rank's signal waits up to ``wait_s`` seconds for its own (SLURM
+        signals every task), then exits as if it had got SIGTERM.
+        """
+        deadline = time.monotonic() + (SIGNAL_WAIT_S if wait_s is None else wait_s)
+        while self.signum is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        signum = self.signum if self.signum is not None else int(signal.SIGTERM)
+        previous = self._previous.get(signum)
         if callable(previous):
-            previous(self.signum, None)
-        raise SystemExit(128 + self.signum)
+            previous(signum, None)
+        raise SystemExit(128 + signum)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,8 +205,11 @@ def train_step(
         num_views: M.
 
     Returns:
-        The loss (detached scalar) and the (N, K) codes of view 0.
+        The loss (detached scalar) and the (N, K) codes of view 0. When the loss of any rank is not
+        finite, no rank takes the step and every rank gets a non-finite loss back.
     """
+    from vice.dist import any_rank
+
     device = next(model.parameters()).device
     views = batch.views.to(device, non_blocking=True)  # (B*M, 3, S, S)
     if channels_last:
@@ -199,8 +219,8 @@ def train_step(
     queued = queue.contents() if queue is not None and use_queue else None
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         loss, codes, z0 = ddp(views, regions, num_regions, num_views, queued)
-    if not math.isfinite(loss.item()):
-        return loss.detach(), codes
+    if any_rank(not math.isfinite(loss.item()), device):  # every rank skips backward together
+        return (loss if not math.isfinite(loss.item()) else torch.full_like(loss, math.nan)).detach(), codes
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if freeze_prototypes:
@@ -227,7 +247,7 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
     from tqdm import tqdm
 
     from vice.data.train import build_train_loader
-    from vice.dist import init_distributed, node_process_group
+    from vice.dist import any_rank, init_distributed, node_process_group
     from vice.optim import build_optimizer, cosine_lr, param_groups, scaled_lr, set_lr
 
     validate(cfg)
@@ -331,13 +351,13 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
                     bar.write(f"step {step:6d}  loss {losses[-1]:.4f}  lr {lr:.3e}  usage {usage:.2f}")
                 logger.log_metrics(metrics, step=step)
                 tick, views_seen = time.perf_counter(), 0
-            if main_process and (
-                step % t.checkpoint_every == 0 or step == t.max_steps or stop.signum is not None
-            ):
+            stopping = any_rank(stop.signum is not None, device)  # all ranks stop at the same step
+            if main_process and (step % t.checkpoint_every == 0 or step == t.max_steps or stopping):
+                check_finite_weights(model, step)
                 last_path = save_checkpoint(run_dir, step, _state(step, model, optimizer, scaler, queue, cfg))
-            if stop.signum is not None:
+            if stopping:
                 bar.close()
-                log.warning("signal %d: checkpointed step %d, handing over", stop.signum, step)
+                log.warning("signal on a rank: checkpointed step %d, handing over", step)
                 stop.forward_signal()
             if (
                 evaluator is not None
@@ -349,6 +369,20 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
                 logger.log_metrics(evaluator(model.embedder, step), step=step)
     bar.close()
     return TrainResult(model.embedder, step, losses, run_dir, start_step)
+
+
+def check_finite_weights(model: nn.Module, step: int) -> None:
+    """Refuse to checkpoint non-finite weights (a finite loss with inf gradients can make them).
+
+    Raises:
+        FloatingPointError: naming the first non-finite parameter; the last good checkpoint stays.
+    """
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise FloatingPointError(
+                f"parameter {name} is not finite after step {step}: not checkpointed; the run keeps its "
+                "last good checkpoint. Lower optim.base_lr, or use train.amp=fp16 (loss scaling) or none."
+            )
 
 
 def _state(

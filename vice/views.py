@@ -219,20 +219,48 @@ def crop_pixels(image: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> torch.Tens
     return torch.where(inside, crops, fill)
 
 
-def region_presence(view_regions: np.ndarray, num_ids: int) -> np.ndarray:
-    """Which ids occur in each view.
+def region_areas(view_regions: np.ndarray, num_ids: int) -> np.ndarray:
+    """Pixels of each id in each view.
 
     Args:
         view_regions: (M, S, S) ids in ``-1..num_ids-1``.
         num_ids: R.
 
     Returns:
-        (M, R) bool.
+        (M, R) int64 pixel counts.
     """
     num_views = view_regions.shape[0]
     flat = view_regions.reshape(num_views, -1) + 1 + np.arange(num_views)[:, None] * (num_ids + 1)  # (M, S*S)
     counts = np.bincount(flat.ravel(), minlength=num_views * (num_ids + 1))
-    return counts.reshape(num_views, num_ids + 1)[:, 1:] > 0  # (M, R)
+    return counts.reshape(num_views, num_ids + 1)[:, 1:]  # (M, R)
+
+
+def region_presence(view_regions: np.ndarray, num_ids: int) -> np.ndarray:
+    """Which ids occur in each view: (M, S, S) ids in ``-1..num_ids-1`` -> (M, R) bool."""
+    return region_areas(view_regions, num_ids) > 0
+
+
+def cap_coverage(
+    candidates: np.ndarray, areas: np.ndarray, max_pixels: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Keep, per view, the candidate regions taken in random order while their pixels fit ``max_pixels``.
+
+    Args:
+        candidates: (M, R) bool, regions a view would mask.
+        areas: (M, R) int64 pixels of each region in each view.
+        max_pixels: the most pixels one view may mask.
+        rng: the generator.
+
+    Returns:
+        (M, R) bool, a subset of ``candidates`` whose areas sum to at most ``max_pixels`` per view.
+    """
+    keys = np.where(candidates, rng.random(candidates.shape), 2.0)  # non-candidates sort last
+    order = np.argsort(keys, axis=1)  # (M, R)
+    sorted_areas = np.take_along_axis(np.where(candidates, areas, 0), order, axis=1)
+    fits = (np.cumsum(sorted_areas, axis=1) <= max_pixels) & np.take_along_axis(candidates, order, axis=1)
+    kept = np.zeros_like(candidates)
+    np.put_along_axis(kept, order, fits, axis=1)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -262,13 +290,16 @@ def sample_mask(
     """Region masking: one rectangle per view; every non-protected region touching it is masked.
 
     A share ``protected_share`` of the regions present in all views is drawn and never masked.
-    Each view gets a rectangle with sides in ``1..floor(mask_ratio * S)``; the pixels of every
-    other region touching it (in that view) are masked, and those regions leave the mutual set.
+    Each view gets a rectangle with sides in ``1..floor(mask_ratio * S)`` (the authors' code); the
+    pixels of every other region touching it (in that view) are masked, and those regions leave the
+    mutual set. ``mask_ratio`` is also the paper's "maximal mask coverage": where the touched regions
+    would cover more than ``mask_ratio * S^2`` pixels of a view (large regions), a random subset of
+    them that fits is masked (:func:`cap_coverage`); otherwise no extra random numbers are drawn.
 
     Args:
         view_regions: (M, S, S) ids in ``-1..num_ids-1``.
         num_ids: R.
-        mask_ratio: maximal rectangle side as a fraction of S.
+        mask_ratio: maximal rectangle side as a fraction of S, and maximal masked share of a view.
         protected_share: share of the mutual ids that is never masked.
         rng: the generator.
 
@@ -292,6 +323,11 @@ def sample_mask(
 
     touched = region_presence(np.where(in_rect, view_regions, -1), num_ids)  # (M, R)
     masked_ids = touched & ~protected[None, :]  # (M, R)
+    areas = region_areas(view_regions, num_ids)  # (M, R)
+    max_pixels = math.floor(mask_ratio * size * size)
+    over = (np.where(masked_ids, areas, 0).sum(axis=1) > max_pixels)[:, None]  # (M, 1)
+    if over.any():
+        masked_ids = np.where(over, cap_coverage(masked_ids, areas, max_pixels, rng), masked_ids)
     lookup = np.concatenate([np.zeros((num_views, 1), bool), masked_ids], axis=1)  # (M, R + 1)
     offsets = np.arange(num_views)[:, None, None] * (num_ids + 1)
     masked = lookup.ravel()[view_regions + 1 + offsets]  # (M, S, S)
