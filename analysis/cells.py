@@ -47,6 +47,7 @@ NON_SEMANTIC_KEYS = frozenset(
         "eval.root",
         "eval.dataset",
         "eval.pictures",
+        "eval.checkpoint",  # the job evaluates its own checkpoint; vice-eval alone reads it
         "eval.batch_size",
         "model.pretrained",
         "regions.cache_dir",

@@ -2,10 +2,12 @@
 
 Every figure is built in two steps: ``*_data`` turns runs into a tidy frame with the columns
 :data:`PLOT_COLUMNS` (one row per plotted point: mean ± std over seeds, in percent), and
-:func:`plot_figure` draws that frame. Tests check the frame, not the pixels.
+:func:`draw_figure` draws that frame (:func:`plot_figure` also saves it). Tests check the frame and the
+data of the drawn lines, not the pixels.
 
 - Fig. 5 (``fig5_element_size``): mIoU against base element size, superpixel vs grid, error bars;
-- Fig. 6 (``fig6_random_init``): mIoU over training steps (intermediate evaluations) from random init;
+- Fig. 6 (``fig6_random_init``): mIoU over epochs (intermediate evaluations) from random init; a panel
+  whose runs lack what turns steps into epochs (see :func:`run_steps_per_epoch`) is plotted over steps;
 - Fig. 7 (``fig7_backbone``): mIoU against backbone depth, one panel per dataset.
 """
 
@@ -20,13 +22,22 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.cells import Summary, summarize
+from analysis.cells import Summary, axis_values, summarize
+from analysis.cells import metric as metric_column
 from analysis.layout import Cell, collect_cells, gap_note, model_label, section_title
 from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table
 from analysis.runs import metric_history
+from vice.job import NUM_IMAGES_METRIC
 
-PLOT_COLUMNS = ("panel", "series", "x", "mean", "std", "n", "smoke", "note")
+PLOT_COLUMNS = ("panel", "series", "x", "xlabel", "mean", "std", "n", "smoke", "note")
 METRIC = "eval/linear_miou"
+#: Metric the trainer logs with the number of ranks (one global batch = data.batch_size x world size).
+WORLD_SIZE_METRIC = "train/world_size"
+#: Fig. 6's x label for a panel whose runs cannot be converted to epochs.
+STEP_LABEL = "step"
+#: Decimals kept of a fractional epoch, so equal epochs of different runs fall on one point.
+EPOCH_DECIMALS = 6
+TABLE_XLABEL = "bar position"
 SERIES_LABELS = {"slic": "superpixel", "grid": "grid", "pixel": "pixel"}
 _PNG_METADATA: dict[str, Any] = {"Software": None}
 _PDF_METADATA: dict[str, Any] = {"CreationDate": None}
@@ -50,7 +61,7 @@ FIGURES = {
     "fig6_random_init": FigureSpec(
         "Fig. 6: learning from random initialization",
         ("data.name", "views.view_size", "model.backbone", "model.decoder", "pretrained"),
-        "training step",
+        "epoch",
     ),
     "fig7_backbone": FigureSpec(
         "Fig. 7: backbone depth",
@@ -60,12 +71,15 @@ FIGURES = {
 }
 
 
-def _point(cell: Cell, panel: str, series: str, x: float, values: Any, note: str | None) -> dict[str, Any]:
+def _point(
+    cell: Cell, panel: str, series: str, x: float, values: Any, note: str | None, xlabel: str
+) -> dict[str, Any]:
     summary = summarize(values)
     return {
         "panel": panel,
         "series": series,
         "x": x,
+        "xlabel": xlabel,
         "mean": summary.mean if summary else np.nan,
         "std": summary.std if summary else np.nan,
         "n": summary.n if summary else 0,
@@ -112,7 +126,8 @@ def element_size_data(
         panel = section_title(dataset, size, cell.smoke)
         series = SERIES_LABELS.get(str(method), str(method))
         note = gap_note(cell, spec.axes, experiment, f"{panel} / {series} {element}px")
-        points.append(_point(cell, panel, series, float(element), _metric_values(cell, metric), note))
+        values = _metric_values(cell, metric)
+        points.append(_point(cell, panel, series, float(element), values, note, spec.xlabel))
     return _frame(points)
 
 
@@ -134,30 +149,78 @@ def backbone_data(
                 float(backbone_depth(backbone)),
                 _metric_values(cell, metric),
                 note,
+                spec.xlabel,
             )
         )
     return _frame(points)
 
 
+def steps_per_epoch(num_images: int, batch_size: int, world_size: int) -> int:
+    """Training steps in one pass over the training images, as the job's sampler counts them.
+
+    A step takes one global batch of ``batch_size * world_size`` images and the remainder of an epoch
+    is dropped (:func:`vice.data.sampler.steps_per_epoch`).
+
+    Args:
+        num_images: training images (the ``train/num_images`` metric).
+        batch_size: images per rank (``data.batch_size``).
+        world_size: ranks (the ``train/world_size`` metric).
+    """
+    return num_images // (batch_size * world_size)
+
+
+def run_steps_per_epoch(runs: pd.DataFrame) -> pd.Series:
+    """Steps per epoch of each run, from ``train/num_images``, ``data.batch_size`` and ``train/world_size``.
+
+    Returns:
+        Float per run (index aligned with ``runs``), NaN where a run lacks one of the three (a run from
+        before the job logged ``train/num_images``) or one global batch is more than its images.
+    """
+    num_images = metric_column(runs, NUM_IMAGES_METRIC)
+    world_size = metric_column(runs, WORLD_SIZE_METRIC)
+    batch_size = pd.to_numeric(axis_values(runs, "data.batch_size"), errors="coerce")
+    values = [
+        float(steps_per_epoch(int(n), int(b), int(w))) if not np.isnan([n, b, w]).any() else np.nan
+        for n, b, w in zip(num_images, batch_size, world_size, strict=True)
+    ]
+    return pd.Series(values, index=runs.index, dtype="float64").where(lambda v: v > 0)
+
+
+def to_epochs(steps: pd.Series, per_epoch: pd.Series) -> pd.Series:
+    """Training steps -> (fractional) epochs, elementwise, rounded to :data:`EPOCH_DECIMALS`."""
+    return (steps.astype("float64") / per_epoch).round(EPOCH_DECIMALS)
+
+
 def random_init_data(
     runs: pd.DataFrame, tracking_uri: str, experiment: str = "fig6_random_init", metric: str = METRIC
 ) -> pd.DataFrame:
-    """Fig. 6 data: per panel (dataset, resolution) and series (model, init), mIoU at each evaluated step.
+    """Fig. 6 data: per panel (dataset, resolution) and series (model, init), mIoU at each evaluated epoch.
 
-    Reads every logged value of ``metric`` (intermediate evaluations log it with ``step`` = training step).
+    Reads every logged value of ``metric`` (intermediate evaluations log it with ``step`` = training step)
+    and turns each run's steps into epochs with :func:`run_steps_per_epoch`. A panel with a run that
+    cannot be converted stays in steps (``xlabel`` says which).
     """
     spec = FIGURES["fig6_random_init"]
-    points = []
+    series_of = []
     for cell in collect_cells(runs, spec.axes, [], experiment):
         dataset, size, backbone, decoder, pretrained = cell.key
         panel = section_title(dataset, size, cell.smoke)
         series = f"{model_label(backbone, decoder)}, {'ImageNet init' if pretrained else 'random init'}"
         note = gap_note(cell, spec.axes, experiment, f"{panel} / {series}")
         history = metric_history(tracking_uri, list(cell.runs["run_id"]), metric)
+        per_epoch = dict(zip(cell.runs["run_id"], run_steps_per_epoch(cell.runs), strict=True))
+        history["per_epoch"] = history["run_id"].map(per_epoch).astype("float64")
+        series_of.append((cell, panel, series, note, history))
+    in_steps = {panel for _, panel, _, _, history in series_of if history["per_epoch"].isna().any()}
+    points = []
+    for cell, panel, series, note, history in series_of:
+        xlabel = STEP_LABEL if panel in in_steps else spec.xlabel
         if history.empty:
-            points.append(_point(cell, panel, series, np.nan, [], note))
-        for step, values in history.groupby("step", sort=True)["value"]:
-            points.append(_point(cell, panel, series, float(step), values, note))
+            points.append(_point(cell, panel, series, np.nan, [], note, xlabel))
+        steps = history["step"].astype("float64")
+        x = steps if panel in in_steps else to_epochs(steps, history["per_epoch"])
+        for value, values in history["value"].groupby(x, sort=True):
+            points.append(_point(cell, panel, series, float(value), values, note, xlabel))
     return _frame(points)
 
 
@@ -191,7 +254,8 @@ def figure_table(data: pd.DataFrame, figure: str, experiment: str) -> Table:
             summary = None if row.n == 0 else Summary(float(row.mean), float(row.std), int(row.n))
             x = "" if np.isnan(row.x) else f"{row.x:g}"
             body.append(((str(row.series), x), (Stat(summary, smoke=bool(row.smoke)),)))
-        sections.append(Section(str(panel), ("Series", spec.xlabel), ("mIoU",), tuple(body)))
+        xlabel = str(rows["xlabel"].iloc[0])
+        sections.append(Section(str(panel), ("Series", xlabel), ("mIoU",), tuple(body)))
     notes = list(dict.fromkeys(n for n in data["note"] if n))
     if data.empty:
         notes.append(f"no run of {experiment} in this selection")
@@ -209,11 +273,10 @@ def _save(figure: Figure, data: pd.DataFrame, stem: Path) -> tuple[Path, Path, P
     return png, pdf, csv
 
 
-def plot_figure(data: pd.DataFrame, figure: str, stem: Path) -> tuple[Path, Path, Path]:
-    """Draw a figure's data, one panel per ``panel``, one error-bar line per ``series``.
+def draw_figure(data: pd.DataFrame, figure: str) -> Figure:
+    """Draw a figure's data: one axes per ``panel``, one error-bar line per ``series`` (sorted by name).
 
-    Returns:
-        The PNG, PDF and CSV (the plotted data) paths: ``stem.png``, ``stem.pdf``, ``stem_plot.csv``.
+    Points without a finished run (``n == 0``) are left out; each axes' x label is its panel's ``xlabel``.
     """
     spec = FIGURES[figure]
     panels = list(dict.fromkeys(data["panel"])) or [""]
@@ -227,18 +290,30 @@ def plot_figure(data: pd.DataFrame, figure: str, stem: Path) -> tuple[Path, Path
             )
         if figure == "fig7_backbone" and not rows.empty:
             ax.set_xticks(sorted(set(rows["x"])))
-        ax.set(title=panel, xlabel=spec.xlabel, ylabel="mIoU (%)")
+        labels = data.loc[data["panel"] == panel, "xlabel"]
+        xlabel = str(labels.iloc[0]) if not labels.empty else spec.xlabel
+        ax.set(title=panel, xlabel=xlabel, ylabel="mIoU (%)")
         if not rows.empty:
             ax.legend(fontsize="small")
     fig.suptitle(spec.title)
-    return _save(fig, data, stem)
+    return fig
+
+
+def plot_figure(data: pd.DataFrame, figure: str, stem: Path) -> tuple[Path, Path, Path]:
+    """Draw a figure's data (:func:`draw_figure`) and save it.
+
+    Returns:
+        The PNG, PDF and CSV (the plotted data) paths: ``stem.png``, ``stem.pdf``, ``stem_plot.csv``.
+    """
+    return _save(draw_figure(data, figure), data, stem)
 
 
 def table_plot_data(table: Table) -> pd.DataFrame:
     """The mIoU cells of a table (a column or row named ``*mIoU*``) as bars, in table order.
 
     Columns: panel = section title, series = the bar label (row and column labels, ``mIoU`` left out),
-    x = bar position in its panel, mean/std/n/smoke as in :data:`PLOT_COLUMNS`, note empty.
+    x = bar position in its panel (xlabel ``bar position``), mean/std/n/smoke as in :data:`PLOT_COLUMNS`,
+    note empty.
     """
     points = []
     for section in table.sections:
@@ -254,6 +329,7 @@ def table_plot_data(table: Table) -> pd.DataFrame:
                         "panel": section.title or table.name,
                         "series": " / ".join(n for n in names if n and n != "mIoU"),
                         "x": float(position),
+                        "xlabel": TABLE_XLABEL,
                         "mean": s.mean if s else np.nan,
                         "std": s.std if s else np.nan,
                         "n": s.n if s else 0,

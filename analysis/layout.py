@@ -50,6 +50,11 @@ def _paper_key(entry: dict[str, Any], axes: Sequence[str]) -> tuple[Any, ...]:
     return tuple(config.get(axis) for axis in axes)
 
 
+def shows_paper(runs: pd.DataFrame) -> bool:
+    """Whether a selection's tables show the paper's cells: yes unless every run is from a smoke sweep."""
+    return runs.empty or not bool(is_smoke(runs).all())
+
+
 def collect_cells(
     runs: pd.DataFrame, axes: Sequence[str], paper: Sequence[dict[str, Any]], experiment: str
 ) -> list[Cell]:
@@ -67,7 +72,7 @@ def collect_cells(
     finished = group_runs(select_latest_finished(runs), axes)
     pending = group_runs(pending_runs(runs), axes) if not runs.empty else {}
     with_config = [p for p in paper if p.get("config") is not None]
-    include_paper = runs.empty or not bool(is_smoke(runs).all())
+    include_paper = shows_paper(runs)
     keys: list[tuple[Any, ...]] = []
     if include_paper:
         keys += [_paper_key(p, axes) for p in with_config]

@@ -37,6 +37,7 @@ from analysis.layout import (
     resolution_label,
     section_title,
     sections_in_order,
+    shows_paper,
 )
 from analysis.paper import paper_rows, paper_table, parse_duration
 from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table, Value, best_marks, render
@@ -113,19 +114,67 @@ def _generic_model(cell: Cell) -> str:
     return f"ViCE ({resolution_label(size).lower()}-res, {model_label(backbone, decoder)}{init})"
 
 
-def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
-    """Table 1: per dataset, each ViCE model with its C K◇ / C K⋆ / Linear sub-rows; mIoU and Acc.
+def paper_only_rows(
+    paper: Sequence[dict[str, Any]], dataset: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A dataset's paper rows without a config of ours (other methods), split around the ViCE rows.
 
-    The best CNN cluster result and the best linear result of each dataset are bold (mIoU and Acc apart).
+    Args:
+        paper: Table 1's paper rows, in printed order.
+        dataset: the section's ``data.name``.
+
+    Returns:
+        The rows printed before the dataset's first row with a config, and those printed after it.
+    """
+    rows = [p for p in paper if p["dataset"] == dataset]
+    first = next((i for i, p in enumerate(rows) if p.get("config") is not None), len(rows))
+    before = [p for p in rows[:first] if p.get("config") is None]
+    after = [p for p in rows[first:] if p.get("config") is None]
+    return before, after
+
+
+@dataclasses.dataclass(frozen=True)
+class _Table1Row:
+    labels: tuple[str, str]
+    values: list[Value]
+    kind: str  # "cluster" or LINEAR: what the row's bold competes with
+    vit: bool  # a ViT-based model: never bold (the paper bolds the best CNN result)
+
+
+def _paper_only_row(entry: dict[str, Any]) -> _Table1Row:
+    """A row of the paper's numbers only: ours is "—" (this repo does not run other methods)."""
+    return _Table1Row(
+        labels=(entry["model"], entry["eval"]),
+        values=[Stat(None, paper=entry["miou"]), Stat(None, paper=entry["acc"])],
+        kind=LINEAR if entry["eval_key"] == LINEAR else "cluster",
+        vit=bool(entry["vit"]),
+    )
+
+
+def _paper_only_note(models: Sequence[str]) -> str:
+    return (
+        f"{', '.join(models)}: other methods as the paper reports them; this repo does not run them, so"
+        " ours is —. * marks ViT-based models, which the bold leaves out (it compares CNN results)."
+    )
+
+
+def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
+    """Table 1: per dataset, the paper's rows in printed order, each ViCE model with its C K◇ / C K⋆ /
+    Linear sub-rows; mIoU and Acc.
+
+    Rows of other methods (no config of ours) show the paper's numbers only. The best CNN cluster result
+    and the best linear result of each dataset are bold (mIoU and Acc apart).
     """
     axes = TABLE1_AXES
-    cells = collect_cells(runs, axes, paper_rows(1), experiment)
-    sections, gaps = [], []
+    paper = paper_rows(1)
+    cells = collect_cells(runs, axes, paper, experiment)
+    with_paper = shows_paper(runs)
+    sections, gaps, other_models = [], [], []
     for (dataset,), group in sections_in_order(cells, _section_key(axes, "data.name")).items():
         smoke = any(c.smoke for c in group)
-        rows: list[list[Value]] = []
-        labels: list[tuple[str, ...]] = []
-        kinds: list[str] = []
+        before, after = paper_only_rows(paper, dataset) if with_paper else ([], [])
+        other_models += [p["model"] for p in (*before, *after)]
+        rows = [_paper_only_row(p) for p in before]
         for cell in group:
             model = cell.paper[0]["model"] if cell.paper else _generic_model(cell)
             paper_by_family = {p["eval_key"]: p for p in cell.paper}
@@ -134,29 +183,31 @@ def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
             note = gap_note(cell, axes, experiment, where)
             gaps += [note] if note else []
             for family in families:
-                paper = paper_by_family.get(family, {})
-                miou = _stat(cell.runs, f"eval/{family}_miou", cell, paper.get("miou"))
-                acc = _stat(cell.runs, f"eval/{family}_acc", cell, paper.get("acc"))
+                entry = paper_by_family.get(family, {})
+                miou = _stat(cell.runs, f"eval/{family}_miou", cell, entry.get("miou"))
+                acc = _stat(cell.runs, f"eval/{family}_acc", cell, entry.get("acc"))
                 if not cell.runs.empty and miou.summary is None:
                     gaps.append(
                         f"not evaluated: {where} / {family_label(family)}: its runs log no eval/{family}_miou"
                     )
-                labels.append((model, family_label(family)))
-                rows.append([miou, acc])
-                kinds.append(LINEAR if family == LINEAR else "cluster")
+                kind = LINEAR if family == LINEAR else "cluster"
+                rows.append(_Table1Row((model, family_label(family)), [miou, acc], kind, vit=False))
+        rows += [_paper_only_row(p) for p in after]
+        values = [row.values for row in rows]
         for kind in ("cluster", LINEAR):
             for column in (0, 1):
-                _bold(rows, [(r, column) for r, k in enumerate(kinds) if k == kind])
+                _bold(values, [(r, column) for r, row in enumerate(rows) if row.kind == kind and not row.vit])
         sections.append(
             Section(
                 title=dataset_label(dataset, smoke),
                 labels=("Model", "Eval"),
                 columns=("mIoU", "Acc."),
-                rows=tuple((lab, tuple(row)) for lab, row in zip(labels, rows, strict=True)),
+                rows=tuple((row.labels, tuple(value)) for row, value in zip(rows, values, strict=True)),
             )
         )
+    notes = [_paper_only_note(list(dict.fromkeys(other_models)))] if other_models else []
     title = f"Table 1: {paper_table(1)['title']} (◇ optimal, ⋆ greedy cluster assignment)"
-    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells))
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes))
 
 
 # Table 2 ------------------------------------------------------------------------------------------

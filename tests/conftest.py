@@ -50,13 +50,13 @@ def slurm_marks() -> list:
     """pytestmark of the tests that submit to the local SLURM cluster."""
     from vice.sweep import slurm_available
 
+    reason = "no local SLURM cluster answers: start it with `bash slurm/local-cluster.sh up`"
+    if os.environ.get("VICE_REQUIRE_SLURM") == "1" and not slurm_available():
+        pytest.fail(f"VICE_REQUIRE_SLURM=1 (as in .ci/run) but {reason}", pytrace=False)
     return [
         pytest.mark.slurm,
         pytest.mark.slow,
-        pytest.mark.skipif(
-            not slurm_available(),
-            reason="no local SLURM cluster answers: start it with `bash slurm/local-cluster.sh up`",
-        ),
+        pytest.mark.skipif(not slurm_available(), reason=reason),
     ]
 
 

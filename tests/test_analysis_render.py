@@ -17,6 +17,7 @@ from analysis.cells import (
     sort_key,
     summarize,
 )
+from analysis.figures import run_steps_per_epoch, steps_per_epoch, to_epochs
 from analysis.paper import load_paper, paper_rows, paper_timing, parse_duration
 from analysis.render import (
     Section,
@@ -41,6 +42,7 @@ from analysis.tables import (
     decomposition_label,
     family_label,
     family_order,
+    paper_only_rows,
 )
 from vice.config import Config
 from vice.tracking import flatten_config
@@ -257,3 +259,46 @@ def test_paper_numbers_transcribed() -> None:
         sum(v for k, v in timing["train_step"].items() if k != "total") == 4805
     )  # the printed total differs
     assert timing["inference"] == {"segmentation": 57, "cluster": 2395, "linear": 15}
+
+
+def test_steps_per_epoch_counts_full_global_batches_as_the_sampler_does() -> None:
+    from vice.data import sampler
+
+    assert steps_per_epoch(400, 4, 2) == 50
+    assert steps_per_epoch(2975, 4, 32) == 23  # Cityscapes train on the paper's 32 GPUs x 4 images
+    for num_images, batch_size, world_size in ((400, 4, 2), (403, 4, 2), (2975, 4, 8), (9, 2, 2)):
+        expected = sampler.steps_per_epoch(num_images, batch_size, world_size)
+        assert steps_per_epoch(num_images, batch_size, world_size) == expected
+
+
+def test_run_steps_per_epoch_and_epochs_nan_where_a_run_cannot_convert() -> None:
+    runs = _runs(
+        **{
+            "params.data.batch_size": [4, 4, 4, 8],
+            "metrics.train/num_images": [400.0, 403.0, np.nan, 4.0],
+            "metrics.train/world_size": [2.0, 1.0, 1.0, 1.0],
+        }
+    )
+    runs = runs.astype({"metrics.train/num_images": "float64", "metrics.train/world_size": "float64"})
+    per_epoch = run_steps_per_epoch(runs)
+    np.testing.assert_array_equal(per_epoch, [50.0, 100.0, np.nan, np.nan])  # 4 images < one batch of 8
+    steps = pd.Series([100, 150, 1000])
+    np.testing.assert_allclose(to_epochs(steps, pd.Series([50.0, 50.0, 300.0])), [2.0, 3.0, 3.333333])
+    assert run_steps_per_epoch(_runs(**{"params.data.batch_size": [4]})).isna().all()  # nothing logged
+
+
+def test_paper_only_rows_split_around_the_vice_rows() -> None:
+    paper = [
+        {"dataset": "cocostuff", "model": "IIC", "config": None},
+        {"dataset": "cityscapes", "model": "IIC", "config": None},
+        {"dataset": "cocostuff", "model": "ViCE", "config": {"data.name": "cocostuff"}},
+        {"dataset": "cocostuff", "model": "STEGO*", "config": None},
+        {"dataset": "cocostuff", "model": "ViCE (high-res)", "config": {"data.name": "cocostuff"}},
+    ]
+    before, after = paper_only_rows(paper, "cocostuff")
+    assert [p["model"] for p in before] == ["IIC"] and [p["model"] for p in after] == ["STEGO*"]
+    assert paper_only_rows(paper, "cityscapes") == ([paper[1]], [])  # no ViCE row: all before
+    assert paper_only_rows(paper, "synthetic") == ([], [])
+    before, after = paper_only_rows(paper_rows(1), "cocostuff")
+    assert [p["model"] for p in before] == ["ResNet50", "MoCoV2", "DINO*", "IIC", *["PiCIE"] * 6, "PiCIE+H"]
+    assert [(p["model"], p["vit"]) for p in after] == [("STEGO*", True), ("STEGO*", True)]

@@ -4,10 +4,14 @@ The store holds (fractions in MLflow, percent in the tables):
 - table3_decomposition, sweep ``sw1`` (Cityscapes, 256 px views): Super 10px seeds 0/1/2 = 0.30/0.32/0.34
   (seed 0 also has an older superseded run = 0.10), Grid 10px seeds 0/1 = 0.29/0.30 and seed 2 FAILED,
   FPN 1px seed 0 FAILED only, an extra Super 20px cell = 0.31; sweep ``smoke1``: smoke runs on synthetic data;
-- table1_main: COCO low-res (2 seeds) and high-res (1 seed) with every evaluation family;
+- table1_main: COCO low-res (2 seeds) and high-res (1 seed) with every evaluation family; sweep ``smoke1``:
+  one smoke run on synthetic data;
 - table2_resolution, table6_dk: a few cells; table5_hparams: a smoke one-change-at-a-time study;
-- table4_domain: one cell whose two runs differ in eval_protocol (must be refused);
-- fig5_element_size, fig6_random_init (per-step evaluations), fig7_backbone (one backbone FAILED).
+- table4_domain: COCO -> Cityscapes seeds 0/1 = 0.34/0.36 mIoU, 0.86/0.87 aAcc (sweep ``sw1``), and, in
+  sweep ``mix1``, a Cityscapes -> Cityscapes cell whose two runs differ in eval_protocol (must be refused);
+- fig5_element_size, fig7_backbone (one backbone FAILED);
+- fig6_random_init: per-step evaluations; Cityscapes low-res logs 400 train images on 2 ranks of 4 images
+  (50 steps per epoch), high-res COCO logs no image count (plotted over steps).
 
 Set ``VICE_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change, then review the diff.
 """
@@ -26,11 +30,12 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from analysis.cells import MixedCellError
-from analysis.figures import figure_data, plot_figure
+from analysis.figures import draw_figure, figure_data, figure_table, plot_figure
 from analysis.runs import load_runs, pending_runs, select_latest_finished
 from analysis.tables import (
     build_table1,
     build_table3,
+    build_table4,
     build_table5,
     main,
     render_experiment,
@@ -171,6 +176,8 @@ def log_table1(client: Any) -> None:
         "linear": (0.30, 0.70),
     }
     log_run(client, "table1_main", {**COCO_HIGH, "seed": 0}, family_metrics(high))
+    smoke = family_metrics({"cluster27_hungarian": (0.20, 0.50), "linear": (0.30, 0.60)})
+    log_run(client, "table1_main", {**SMOKE, "seed": 0}, smoke)
 
 
 def log_small_tables(client: Any) -> None:
@@ -188,9 +195,22 @@ def log_small_tables(client: Any) -> None:
     log_run(client, "table5_hparams", {**base, "views.mask_ratio": 0.25, "seed": 0}, linear(0.23))
     log_run(client, "table5_hparams", {**base, "model.embed_dim": 32, "seed": 0}, linear(0.19))
     log_run(client, "table5_hparams", {**base, "swav.num_prototypes": 32, "seed": 0}, {}, status="FAILED")
+
+
+def log_table4(client: Any) -> None:
+    coco_on_city = {**COCO_LOW, "eval.dataset": "cityscapes", "eval.root": "/data/cityscapes"}
+    for seed, (miou, acc) in enumerate(((0.34, 0.86), (0.36, 0.87))):
+        log_run(client, "table4_domain", {**coco_on_city, "seed": seed}, linear(miou, acc))
     for seed, protocol in enumerate(("full", "picie")):
         config = {**CITY_LOW, "seed": seed}
-        log_run(client, "table4_domain", config, linear(0.30, 0.87), tags={"eval_protocol": protocol})
+        log_run(
+            client,
+            "table4_domain",
+            config,
+            linear(0.30, 0.87),
+            sweep="mix1",
+            tags={"eval_protocol": protocol},
+        )
 
 
 def log_figures(client: Any) -> None:
@@ -204,11 +224,25 @@ def log_figures(client: Any) -> None:
         for seed, value in enumerate(values):
             config = {**coco, "regions.method": method, "regions.region_size": size, "seed": seed}
             log_run(client, "fig5_element_size", config, linear(value))
+    city = {**CITY_LOW, "data.batch_size": 4}
     for seed, offset in enumerate((0.0, 0.02)):
         history = {100: 0.10 + offset, 200: 0.15 + offset}
+        sizes = {"train/num_images": 400.0, "train/world_size": 2.0}  # 400 // (4 x 2) = 50 steps per epoch
         log_run(
-            client, "fig6_random_init", {**CITY_LOW, "seed": seed}, linear(0.20 + offset), history=history
+            client,
+            "fig6_random_init",
+            {**city, "seed": seed},
+            {**linear(0.20 + offset), **sizes},
+            history=history,
         )
+    coco_random = {**COCO_HIGH, "model.pretrained": None, "seed": 0}
+    log_run(
+        client,
+        "fig6_random_init",
+        coco_random,
+        {**linear(0.08), "train/world_size": 1.0},  # no train/num_images: stays in steps
+        history={50: 0.05},
+    )
     city_high = {**CITY_LOW, "views.view_size": 512}
     for backbone, values in (("resnet18", (0.30, 0.32)), ("resnet50", (0.28,))):
         for seed, value in enumerate(values):
@@ -232,6 +266,7 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     log_table3(client)
     log_table1(client)
     log_small_tables(client)
+    log_table4(client)
     log_figures(client)
     return tracking_uri
 
@@ -335,12 +370,25 @@ def test_smoke_sweep_table_is_labelled_synthetic_and_has_no_paper_cells(uri: str
     assert "*Low-resolution Cityscapes*" not in text and "missing" not in text
 
 
+VICE_FAMILIES = ("C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")
+PICIE_EVALS = ("C 27", "C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")
+OTHERS_BEFORE = [(m, "C 27") for m in ("ResNet50", "MoCoV2", "DINO*", "IIC")] + [
+    ("PiCIE", e) for e in PICIE_EVALS
+]
+OTHERS_AFTER = [("PiCIE+H", "C 27+100")]
+STEGO = [("STEGO*", "C 27"), ("STEGO*", "Linear")]
+
+
 def test_table1_sub_rows_markers_and_best_cnn_bold(uri: str) -> None:
-    table = build_table1(load_runs(uri, ["table1_main"]))
+    table = build_table1(load_runs(uri, ["table1_main"], sweep_id="sw1"))
     coco, city = table.sections
     rows = {labels: values for labels, values in coco.rows}
-    assert list(rows) == [("ViCE (low-res)", e) for e in ("C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")] + [
-        ("ViCE (high-res)", e) for e in ("C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")
+    assert list(rows) == [
+        *OTHERS_BEFORE,
+        *OTHERS_AFTER,
+        *[("ViCE (low-res)", e) for e in VICE_FAMILIES],
+        *[("ViCE (high-res)", e) for e in VICE_FAMILIES],
+        *STEGO,
     ]
     assert rows[("ViCE (low-res)", "C 27◇")][0].ours() == "11.50 ± 0.71 (2)"
     assert rows[("ViCE (low-res)", "C 27◇")][1].ours() == "31.00 ± 1.41 (2)"
@@ -353,10 +401,50 @@ def test_table1_sub_rows_markers_and_best_cnn_bold(uri: str) -> None:
         (("ViCE (high-res)", "Linear"), 1),
     ]
     assert [labels for labels, _ in city.rows] == [
-        ("ViCE (low-res)", e) for e in ("C 27◇", "C 27⋆", "C 128⋆", "C 256⋆", "Linear")
-    ] + [("ViCE (no pretrain)", "Linear"), ("ViCE (high-res)", "C 256⋆"), ("ViCE (high-res)", "Linear")]
+        *OTHERS_BEFORE,
+        *OTHERS_AFTER,
+        *[("ViCE (low-res)", e) for e in VICE_FAMILIES],
+        ("ViCE (no pretrain)", "Linear"),
+        ("ViCE (high-res)", "C 256⋆"),
+        ("ViCE (high-res)", "Linear"),
+        *STEGO,
+    ]
     assert all(v.ours() == "—" for _, values in city.rows for v in values)
-    check_golden("table1_main.md", render_experiment(uri, "table1_main"))
+    check_golden("table1_main.md", render_experiment(uri, "table1_main", sweep_id="sw1"))
+
+
+def test_table1_paper_only_rows_show_the_papers_numbers_and_never_bold(uri: str) -> None:
+    table = build_table1(load_runs(uri, ["table1_main"], sweep_id="sw1"))
+    coco, city = table.sections
+    others = {labels: values for labels, values in coco.rows if not labels[0].startswith("ViCE")}
+    assert all(v.ours() == "—" and not v.bold for values in others.values() for v in values)
+    assert [v.paper for v in others[("PiCIE", "C 256⋆")]] == [12.42, 66.02]
+    assert [v.paper for v in others[("PiCIE+H", "C 27+100")]] == [14.4, 50.0]
+    assert [v.paper for v in others[("STEGO*", "Linear")]] == [41.0, 76.1]  # ViT: above ours, not bold
+    city_rows = dict(city.rows)
+    assert [v.paper_str() for v in city_rows[("IIC", "C 27")]] == ["6.35", "47.88"]
+    assert [v.paper_str() for v in city_rows[("DINO*", "C 27")]] == ["n/a", "n/a"]  # printed '-'
+    assert table.footnotes[-1] == (
+        "ResNet50, MoCoV2, DINO*, IIC, PiCIE, PiCIE+H, STEGO*: other methods as the paper reports them;"
+        " this repo does not run them, so ours is —. * marks ViT-based models, which the bold leaves out"
+        " (it compares CNN results)."
+    )
+    compare = render_experiment(uri, "table1_main", sweep_id="sw1", compare=True)
+    assert "| STEGO*          | C 27     |      28.20 |                — |       |      56.90 |" in compare
+    assert "|                 | Linear   |      41.00 |                — |       |      76.10 |" in compare
+    check_golden("table1_main_compare.md", compare)
+
+
+def test_table1_of_a_smoke_sweep_has_no_paper_rows(uri: str) -> None:
+    table = build_table1(load_runs(uri, ["table1_main"], sweep_id="smoke1"))
+    (section,) = table.sections
+    assert section.title == "Synthetic (smoke)"
+    model = "ViCE (64px-res, RN18, FPN, no pretrain)"
+    assert [(labels, [v.ours() for v in values]) for labels, values in section.rows] == [
+        ((model, "C 27◇"), ["20.00 (1)†", "50.00 (1)†"]),
+        ((model, "Linear"), ["30.00 (1)†", "60.00 (1)†"]),
+    ]
+    assert not any("other methods" in note for note in table.footnotes)
 
 
 def test_table2_table6_golden(uri: str) -> None:
@@ -380,6 +468,23 @@ def test_table5_baseline_and_deltas_from_a_smoke_study(uri: str) -> None:
     ]
     assert section.rows[1][1][0].bold
     check_golden("table5_hparams.md", render_experiment(uri, "table5_hparams"))
+
+
+def test_table4_domain_cell_beside_the_paper(uri: str) -> None:
+    table = build_table4(load_runs(uri, ["table4_domain"], sweep_id="sw1"))
+    (section,) = table.sections
+    rows = {labels: values for labels, values in section.rows}
+    assert list(rows) == [("Cityscapes", "Cityscapes"), ("COCO", "Cityscapes")]
+    miou, acc = rows[("COCO", "Cityscapes")]
+    assert (miou.ours(), miou.paper, miou.delta()) == ("35.00 ± 1.41 (2)", 34.14, "+0.86")
+    assert (acc.ours(), acc.paper, acc.delta()) == ("86.50 ± 0.71 (2)", 86.1, "+0.40")
+    assert [v.ours() for v in rows[("Cityscapes", "Cityscapes")]] == ["—", "—"]
+    assert table.footnotes == (
+        "missing: Cityscapes → Cityscapes: run table4_domain with `data.name=cityscapes eval.dataset=cityscapes`",
+    )
+    check_golden(
+        "table4_domain_compare.md", render_experiment(uri, "table4_domain", sweep_id="sw1", compare=True)
+    )
 
 
 def test_mixed_protocol_cell_is_refused(uri: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -414,6 +519,16 @@ def test_experiment_names_resolve_to_paper_experiments() -> None:
 # Figures -----------------------------------------------------------------------------------------
 
 
+def errorbar_series(ax: Any) -> dict[str, tuple[list[list[float]], list[float]]]:
+    """What an axes plots: ``{label: ([[x, mean], ...], [std, ...])}`` from its error-bar containers."""
+    series = {}
+    for container in ax.containers:
+        line, _, (bars,) = container.lines
+        stds = [(top[1] - bottom[1]) / 2.0 for bottom, top in bars.get_segments()]
+        series[container.get_label()] = (line.get_xydata().tolist(), stds)
+    return series
+
+
 def test_fig5_superpixel_and_grid_series(uri: str, tmp_path: Path) -> None:
     data = figure_data(load_runs(uri, ["fig5_element_size"]), "fig5_element_size")
     assert list(data["series"]) == ["grid", "grid", "superpixel", "superpixel"]
@@ -422,19 +537,47 @@ def test_fig5_superpixel_and_grid_series(uri: str, tmp_path: Path) -> None:
     np.testing.assert_allclose(data["std"], [0.0, np.sqrt(2.0), np.sqrt(2.0), 0.0])
     assert list(data["n"]) == [1, 2, 2, 2]
     assert set(data["panel"]) == {"High-resolution COCO"}
-    png, pdf, csv = plot_figure(data, "fig5_element_size", tmp_path / "fig5")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
-    pd.testing.assert_frame_equal(
-        pd.read_csv(csv, keep_default_na=False)[["series", "n"]], data[["series", "n"]]
+
+    (ax,) = draw_figure(data, "fig5_element_size").axes
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == (
+        "High-resolution COCO",
+        "base element size (px)",
+        "mIoU (%)",
     )
+    plotted = errorbar_series(ax)
+    assert list(plotted) == ["grid", "superpixel"]
+    np.testing.assert_allclose(plotted["grid"][0], [[10.0, 25.0], [20.0, 28.0]])
+    np.testing.assert_allclose(plotted["grid"][1], [0.0, np.sqrt(2.0)])
+    np.testing.assert_allclose(plotted["superpixel"][0], [[10.0, 29.0], [20.0, 31.0]])
+    np.testing.assert_allclose(plotted["superpixel"][1], [np.sqrt(2.0), 0.0])
+    png, pdf, _ = plot_figure(data, "fig5_element_size", tmp_path / "fig5")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
 
 
-def test_fig6_per_step_mean_over_seeds(uri: str) -> None:
+def test_fig6_mean_over_seeds_per_epoch_and_steps_where_a_panel_cannot_convert(uri: str) -> None:
     data = figure_data(load_runs(uri, ["fig6_random_init"]), "fig6_random_init", uri)
-    assert list(data["series"].unique()) == ["RN18, FPN, random init"]
-    assert list(data["x"]) == [100.0, 200.0, 1000.0]
-    np.testing.assert_allclose(data["mean"], [11.0, 16.0, 21.0])
-    assert list(data["n"]) == [2, 2, 2]
+    coco, city = (
+        data[data["panel"] == "High-resolution COCO"],
+        data[data["panel"] == "Low-resolution Cityscapes"],
+    )
+    assert list(coco["series"]) == ["RN50, DLV3+, random init"] * 2
+    assert list(coco["x"]) == [50.0, 1000.0] and set(coco["xlabel"]) == {"step"}
+    np.testing.assert_allclose(coco["mean"], [5.0, 8.0])
+    assert list(city["series"]) == ["RN18, FPN, random init"] * 3
+    assert list(city["x"]) == [2.0, 4.0, 20.0] and set(city["xlabel"]) == {"epoch"}  # steps 100, 200, 1000
+    np.testing.assert_allclose(city["mean"], [11.0, 16.0, 21.0])
+    assert list(city["n"]) == [2, 2, 2]
+
+    left, right = draw_figure(data, "fig6_random_init").axes
+    assert (left.get_xlabel(), right.get_xlabel()) == ("step", "epoch")
+    np.testing.assert_allclose(
+        errorbar_series(left)["RN50, DLV3+, random init"][0], [[50.0, 5.0], [1000.0, 8.0]]
+    )
+    city_line, city_std = errorbar_series(right)["RN18, FPN, random init"]
+    np.testing.assert_allclose(city_line, [[2.0, 11.0], [4.0, 16.0], [20.0, 21.0]])
+    np.testing.assert_allclose(city_std, [np.sqrt(2.0)] * 3)
+    table = figure_table(data, "fig6_random_init", "fig6_random_init")
+    assert [section.labels for section in table.sections] == [("Series", "step"), ("Series", "epoch")]
 
 
 def test_fig7_depths_and_a_missing_backbone(uri: str, tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from vice.checkpoint import save_checkpoint
-from vice.config import Config
-from vice.evaluate.app import format_table, run_eval
+from vice.config import Config, ConfigError, validate
+from vice.evaluate.app import eval_datasets, evaluate_model, format_table, resolve_checkpoint, run_eval
 from vice.model import build_model
 
 
@@ -36,16 +38,25 @@ def _tiny_config(run_dir: str) -> Config:
     return cfg
 
 
-def test_run_eval_scores_the_newest_checkpoint(tmp_path, capsys):
-    cfg = _tiny_config(str(tmp_path))
-    torch.manual_seed(1)  # the random-init baseline is built with seed cfg.seed = 0
+def _save(cfg: Config, step: int, weight_seed: int) -> Path:
+    """A training checkpoint of ``cfg.model`` with weights drawn from ``weight_seed``."""
+    torch.manual_seed(weight_seed)
     embedder = build_model(cfg.model)
     state = {
-        "step": 7,
+        "step": step,
         "model": {f"embedder.{k}": v for k, v in embedder.state_dict().items()},
         "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
     }
-    save_checkpoint(tmp_path, 7, state)
+    return save_checkpoint(cfg.run_dir, step, state)
+
+
+def _model_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k.startswith(("eval/cluster", "eval/linear"))}
+
+
+def test_run_eval_scores_the_newest_checkpoint(tmp_path, capsys):
+    cfg = _tiny_config(str(tmp_path))
+    older, newer = _save(cfg, 3, weight_seed=1), _save(cfg, 7, weight_seed=2)
     metrics = run_eval(cfg)
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["metrics"] == pytest.approx(metrics, nan_ok=True)
@@ -55,9 +66,53 @@ def test_run_eval_scores_the_newest_checkpoint(tmp_path, capsys):
         "pca_000.png",
         "segmentation_000.png",
     ]
-    assert "cluster7_hungarian_miou" in capsys.readouterr().out
-    # the checkpoint's weights are the ones evaluated, not the random-init baseline's
-    model = [v for k, v in sorted(metrics.items()) if k.startswith(("eval/cluster", "eval/linear"))]
-    random = [v for k, v in sorted(metrics.items()) if k.startswith("eval/baseline_random_")]
-    assert len(model) == len(random) == 8
-    assert model != random
+    out = capsys.readouterr().out
+    assert "cluster7_hungarian_miou" in out and f"model: {newer}" in out
+    # the newest checkpoint's weights are the ones evaluated, not the older one's nor random init's
+    random = {k.replace("baseline_random_", ""): v for k, v in metrics.items() if "baseline_random_" in k}
+    assert len(_model_metrics(metrics)) == len(random) == 8
+    assert _model_metrics(metrics) != random
+    cfg.eval.baselines = False  # the model's metrics do not depend on the baselines
+    train_set, eval_set = eval_datasets(cfg)
+    expected = {path: evaluate_model(cfg, path, train_set, eval_set, None) for path in (older, newer)}
+    assert _model_metrics(metrics) == _model_metrics(expected[newer])
+    assert _model_metrics(metrics) != _model_metrics(expected[older])
+    # eval.checkpoint picks another one; a run dir stands for its newest checkpoint
+    cfg.eval.checkpoint = str(older)
+    assert _model_metrics(run_eval(cfg)) == _model_metrics(expected[older])
+    assert resolve_checkpoint(str(tmp_path), tmp_path / "elsewhere") == newer
+
+
+def test_run_eval_without_checkpoint_fails_naming_the_run_dir(tmp_path):
+    cfg = _tiny_config(str(tmp_path / "run"))
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint in {tmp_path / 'run' / 'checkpoints'}: "):
+        run_eval(cfg)
+    assert not (tmp_path / "run" / "eval").exists()
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint in {tmp_path / 'checkpoints'}: "):
+        resolve_checkpoint(str(tmp_path), cfg.run_dir)  # eval.checkpoint names a run dir without one
+
+
+def test_run_eval_random_checkpoint_is_the_random_init_baseline(tmp_path, capsys):
+    cfg = _tiny_config(str(tmp_path))
+    cfg.eval.checkpoint = "random"
+    metrics = run_eval(cfg)
+    random = {k.replace("baseline_random_", ""): v for k, v in metrics.items() if "baseline_random_" in k}
+    assert len(random) == 8
+    assert _model_metrics(metrics) == random  # same architecture, same seed: identical weights
+    assert "model: random init (eval.checkpoint=random)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["", "Random", "no/such/step_00000001.pt"])
+def test_eval_checkpoint_is_validated_naming_the_key(tmp_path, value):
+    cfg = Config(run_dir=str(tmp_path))
+    cfg.eval.checkpoint = value
+    with pytest.raises(ConfigError, match=rf"^eval\.checkpoint='{re.escape(value)}' is invalid: null "):
+        validate(cfg)
+
+
+def test_eval_checkpoint_accepts_random_and_existing_paths(tmp_path):
+    cfg = _tiny_config(str(tmp_path))
+    path = _save(cfg, 1, weight_seed=0)
+    for value in (None, "random", str(path), str(tmp_path)):
+        cfg.eval.checkpoint = value
+        validate(cfg)

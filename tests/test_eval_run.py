@@ -1,28 +1,43 @@
+import dataclasses
 import json
+import logging
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
-from vice.config import EvalConfig
+import vice.evaluate.run as run_module
+from vice.checkpoint import save_checkpoint
+from vice.config import Config, EvalConfig
 from vice.data.labelled import CorruptImageError
 from vice.evaluate.run import evaluate
+from vice.model import build_model
 
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]], dtype=np.uint8)
 
 
 class Stripes:
-    """Three vertical stripes, class k painted COLOURS[k]; the top row is unlabelled."""
+    """Three vertical stripes, class k painted COLOURS[(k - label_shift) % 3]; the top row is unlabelled."""
 
     name = "stripes"
     num_classes = 3
     class_names = ("red", "green", "blue")
     palette = COLOURS
 
-    def __init__(self, sizes: list[tuple[int, int]], seed: int, salt: float = 0.0, corrupt: int = -1) -> None:
+    def __init__(
+        self,
+        sizes: list[tuple[int, int]],
+        seed: int,
+        salt: float = 0.0,
+        corrupt: int = -1,
+        label_shift: int = 0,
+    ) -> None:
         self.sizes, self.seed, self.salt, self.corrupt = sizes, seed, salt, corrupt
+        self.label_shift = label_shift
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -38,7 +53,7 @@ class Stripes:
         salted = rng.random((height, width)) < self.salt
         painted[salted] = rng.integers(0, 3, size=int(salted.sum()))
         image = COLOURS[painted]
-        label = label.copy()
+        label = (label + self.label_shift) % 3
         label[0] = -1
         return image, label
 
@@ -145,10 +160,58 @@ def test_superpixel_pooling_removes_salt_noise():
 
 
 def test_mapping_fitted_on_train_sample():
+    # the train split labels colour k as class k + 1: a mapping fitted there is wrong on every val pixel
+    train, val = Stripes(SQUARE, seed=0, label_shift=1), Stripes(SQUARE, seed=1)
+    on_train = evaluate(PointwiseColour(), _cfg(baselines=False), train, val, mapping_fit_set="train")
+    on_eval = evaluate(PointwiseColour(), _cfg(baselines=False), train, val, mapping_fit_set="eval")
+    for kind in ("cluster3_hungarian", "cluster3_majority", "cluster6_majority"):
+        assert (on_train[f"eval/{kind}_miou"], on_train[f"eval/{kind}_acc"]) == (0.0, 0.0)
+        assert (on_eval[f"eval/{kind}_miou"], on_eval[f"eval/{kind}_acc"]) == (1.0, 1.0)
+    # the probe is always fitted on train, whatever the mapping's fit set
+    assert on_train["eval/linear_acc"] == on_eval["eval/linear_acc"] == 0.0
+
+
+def test_cluster_count_below_classes_warns_once_and_has_no_hungarian_score(caplog):
     train, val = _splits(SQUARE)
-    metrics = evaluate(PointwiseColour(), _cfg(baselines=False), train, val, mapping_fit_set="train")
+    with caplog.at_level(logging.WARNING, logger="vice.evaluate.run"):
+        metrics = evaluate(PointwiseColour(), _cfg(num_clusters=[2, 3]), train, val)
+    warnings = [r.getMessage() for r in caplog.records if "num_clusters" in r.getMessage()]
+    assert len(warnings) == 1  # once, not once per pipeline (model and both baselines)
+    assert "C=2, fewer than the 3 classes of stripes" in warnings[0]
+    assert "eval/cluster2_hungarian_miou" not in metrics
+    # 2 clusters over 3 equal-sized colours: one cluster holds two colours and maps to one of them,
+    # so the per-class IoUs are 1, 1/2 and 0 (never predicted); 2 of 3 pixels are right
+    assert metrics["eval/cluster2_majority_miou"] == pytest.approx(0.5)
+    assert metrics["eval/cluster2_majority_acc"] == pytest.approx(2 / 3)
     assert metrics["eval/cluster3_hungarian_miou"] == 1.0
-    assert metrics["eval/cluster6_majority_miou"] == 1.0
+
+
+def test_checkpoint_model_config_builds_the_random_init_baseline(tmp_path, monkeypatch):
+    cfg = Config(run_dir=str(tmp_path))
+    cfg.model.decoder_channels, cfg.model.embed_dim = 8, 6
+    torch.manual_seed(0)
+    trained = build_model(cfg.model)
+    state = {
+        "step": 1,
+        "model": {f"embedder.{k}": v for k, v in trained.state_dict().items()},
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg)),
+    }
+    path = save_checkpoint(tmp_path, 1, state)
+    built: list[nn.Module] = []
+    original = run_module.random_init_like
+
+    def recording(*args: Any, **kwargs: Any) -> nn.Module:
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(run_module, "random_init_like", recording)
+    other = dataclasses.replace(cfg.model, decoder_channels=4, embed_dim=3)  # the caller's model config
+    train, val = _splits([(24, 24)] * 2)
+    evaluate(path, _cfg(num_clusters=[3], probe_steps=2), train, val, model_cfg=other)
+    (baseline,) = built
+    shapes = {k: tuple(v.shape) for k, v in baseline.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in trained.state_dict().items()}
+    assert baseline(torch.zeros(1, 3, 32, 32)).shape == (1, 6, 32, 32)  # D of the checkpoint, not 3
 
 
 def test_corrupt_train_image_is_skipped_and_counted():

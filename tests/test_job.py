@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -146,6 +147,23 @@ def test_failed_job_closes_its_run_failed_and_leaves_the_error(
     assert run.data.tags["mlflow.parentRunId"] == parent
     error_file = Path(cfg.run_dir) / ERROR_FILE
     assert error_file.read_text().startswith("Traceback") and message in error_file.read_text()
+
+
+def test_job_tags_the_mapping_fit_set_it_evaluated_with(store: tuple[str, str, str], tmp_path: Path) -> None:
+    uri, experiment_id, parent = store
+    overrides = (
+        "train.max_steps=2",
+        "train.checkpoint_every=2",
+        "eval.num_clusters=[7]",
+        "eval.probe_steps=5",
+    )
+    cfg = tracked(smoke_config(*overrides, "eval.mapping_fit_set=train"), tmp_path, uri, parent)
+    run_job(cfg)
+    (run,) = child_runs(uri, experiment_id)
+    assert run.info.status == "FINISHED"
+    assert (run.data.tags["mapping_fit_set"], run.data.params["eval.mapping_fit_set"]) == ("train", "train")
+    report = json.loads((Path(cfg.run_dir) / "eval" / "step_00000002" / "metrics.json").read_text())
+    assert report["tags"]["mapping_fit_set"] == "train"
 
 
 def _kill_after_first_checkpoint(run_dir: Path) -> None:

@@ -38,16 +38,25 @@ class SignalAt:
         pass
 
 
-def test_checkpoint_resume_reproduces_the_uninterrupted_losses(tmp_path):
-    full = train(tiny_config(tmp_path / "full"))
+def with_queue(cfg, queue_length: int = 0):
+    """``cfg`` with a region queue that enters Sinkhorn from step 2 (0 keeps the queue off)."""
+    cfg.swav.queue_length, cfg.swav.queue_start_step = queue_length, 2
+    return cfg
+
+
+@pytest.mark.parametrize("queue_length", [0, 64])
+def test_checkpoint_resume_reproduces_the_uninterrupted_losses(tmp_path, queue_length):
+    full = train(with_queue(tiny_config(tmp_path / "full"), queue_length))
     assert full.steps == 6 and len(full.losses) == 6
 
-    cfg = tiny_config(tmp_path / "cut", checkpoint_every=100)
+    cfg = with_queue(tiny_config(tmp_path / "cut", checkpoint_every=100), queue_length)
     with pytest.raises(SystemExit) as stopped:
         train(cfg, logger=SignalAt(step=4))
     assert stopped.value.code == 128 + signal.SIGUSR2
     assert [p.name for p in list_checkpoints(cfg.run_dir)] == ["step_00000004.pt"]
 
+    if queue_length:
+        assert int(load_checkpoint(list_checkpoints(cfg.run_dir)[0])["queue"]["filled"]) > 0
     resumed = train(cfg)
     assert resumed.resumed_from == 4
     torch.testing.assert_close(
@@ -55,6 +64,27 @@ def test_checkpoint_resume_reproduces_the_uninterrupted_losses(tmp_path):
     )
     for a, b in zip(resumed.embedder.state_dict().values(), full.embedder.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_prototypes_stay_frozen_and_the_queue_stays_out_until_their_steps(tiny, monkeypatch):
+    real, seen = train_module.swav_region_loss, []
+
+    def spy(means, prototypes, *args, **kwargs):
+        queue = args[-1] if len(args) == 5 else kwargs.get("queue")
+        seen.append((None if queue is None else queue.shape[0], prototypes.weight.detach().clone()))
+        return real(means, prototypes, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "swav_region_loss", spy)
+    tiny.swav.queue_length, tiny.swav.queue_start_step, tiny.swav.freeze_prototypes_steps = 64, 2, 3
+    tiny.optim.lars_trust, tiny.optim.base_lr = 0.0, 0.5  # plain SGD: an unfrozen step moves them visibly
+    train(tiny)
+    queued = [q for q, _ in seen]
+    assert queued[:2] == [None, None] and all(q is not None and q > 0 for q in queued[2:])
+    assert queued[2] < queued[3]  # the queue fills with each step's view-0 regions
+    weights = [w for _, w in seen]  # the prototypes each step starts from
+    for step in (1, 2, 3):  # steps 0..2 are frozen: only the unit-norm projection touches them
+        torch.testing.assert_close(weights[step], weights[0], rtol=0, atol=1e-6)
+    assert (weights[4] - weights[3]).abs().max() > 1e-3  # step 3 trains them
 
 
 def test_finished_run_is_not_retrained(tiny):

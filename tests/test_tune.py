@@ -257,3 +257,70 @@ def test_runs_of_trials_finished_by_a_killed_driver_are_retagged_with_their_last
     assert [t.get("optuna.trial") for t in tags] == ["1", "2", None]
     assert tags[0]["optuna.param.views.mask_ratio"] == "0.125" and tags[1]["mlflow.runName"] == "trial 2"
     assert sync_tags(s) == 0
+
+
+def test_a_resumed_study_does_not_ask_its_startup_trials_again() -> None:
+    """A restarted driver re-creates the sampler: seeded with the study's seed alone, it repeats itself."""
+    from vice.tune import build_sampler
+
+    _, cfg = load_study("smoke")
+
+    def ask(study: optuna.Study, n: int) -> list[dict[str, object]]:
+        asked = []
+        for _ in range(n):
+            trial = study.ask()
+            asked.append(suggest(trial, cfg.params))
+            study.tell(trial, 0.0)
+        return asked
+
+    def restarted(num_existing: int | None) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """A driver that asks one startup trial, dies, and a new driver that asks one more."""
+        study = optuna.create_study(direction="maximize", sampler=build_sampler(cfg))
+        before = ask(study, 1)
+        study.sampler = build_sampler(cfg, *([] if num_existing is None else [num_existing]))
+        return before, ask(study, 1)
+
+    first, repeated = restarted(None)  # seeded with the study's seed alone: the same values again
+    assert repeated == first
+    first, resumed = restarted(1)
+    assert resumed != first
+    assert restarted(1) == (first, resumed)  # still reproducible from the seed and the trial count
+
+
+class DoneJob(FakeJob):
+    def done(self) -> bool:
+        return True
+
+
+def test_the_final_evaluation_is_never_reported_as_intermediate(tmp_path: Path) -> None:
+    """The job logs eval/linear_miou at step 2 (intermediate) and at max_steps = 4 (its final value)."""
+    from mlflow.tracking import MlflowClient
+
+    from vice.tracking import RUN_ID_FILE, prepare_tracking
+    from vice.tune import InFlight, Study, report_intermediate
+
+    _, cfg = load_study("smoke")
+    dist = optuna.distributions.FloatDistribution(0.0, 0.5)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"views.mask_ratio": 0.2},
+            distributions={"views.mask_ratio": dist},
+            value=0.5,
+            intermediate_values={2: 0.5, 4: 0.5},
+        )
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(prepare_tracking(uri, "tune_x")).info.run_id
+    client.log_metric(run_id, "eval/linear_miou", 0.6, step=2)
+    client.log_metric(run_id, "eval/linear_miou", 0.1, step=4)  # below the median, but final
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / RUN_ID_FILE).write_text(run_id)
+    s = Study("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
+    flight = InFlight(study.ask({"views.mask_ratio": dist}), DoneJob(), run_dir, final_step=4)
+
+    assert report_intermediate(s, flight, may_prune=False) is False
+    assert study.trials[-1].intermediate_values == {2: 0.6}
+    assert flight.job.cancelled is False and study.trials[-1].state.name == "RUNNING"

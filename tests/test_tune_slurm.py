@@ -125,7 +125,9 @@ def test_a_cancelled_trial_is_marked_failed_and_its_params_asked_again(tmp_path:
     from vice.tracking import RUN_ID_FILE
 
     outcome: dict[str, int] = {}
-    driver = threading.Thread(target=lambda: outcome.update(rc=main(argv(tmp_path, "--n-trials", "2"))))
+    # 40 steps, not the study's 4: the job must still be running when scancel reaches it
+    slow = argv(tmp_path, "--n-trials", "2", "train.max_steps=40", "train.checkpoint_every=10")
+    driver = threading.Thread(target=lambda: outcome.update(rc=main(slow)))
     driver.start()
 
     def started() -> Any:

@@ -11,6 +11,7 @@ Names here are the project's names: the MLflow params are these keys, flattened 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +44,7 @@ class ViewConfig:
     color_strength: float = 1.0  # SimCLR colour-distortion strength
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
-    mask_ratio: float = 0.25  # maximal mask coverage (rectangle side fraction of view_size)
+    mask_ratio: float = 0.25  # maximal mask coverage of a view, and the mask rectangle's side / view_size
     mask_protected_share: float = 0.25  # share of mutual regions never masked
     max_resample: int = 10  # attempts to find views that share at least one region
 
@@ -139,6 +140,7 @@ class EvalConfig:
     batch_size: int = 8
     baselines: bool = True  # raw-colour k-means and random-init network
     pictures: int = 4  # images drawn as Fig. 3 / Fig. 4 PNGs
+    checkpoint: str | None = None  # vice-eval: None = newest in run_dir | a .pt file or run dir | random
 
 
 @dataclass
@@ -179,6 +181,8 @@ AMP_MODES = ("bf16", "fp16", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PROTOCOLS = ("picie", "full")
 CITYSCAPES_SPLIT_SETS = ("picie", "stego")
+#: ``eval.checkpoint`` value that evaluates the network at random initialization.
+RANDOM_CHECKPOINT = "random"
 
 
 class ConfigError(ValueError):
@@ -305,6 +309,14 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(e.reflect_pad >= 0, "eval.reflect_pad", e.reflect_pad, ">= 0")
     if e.dataset is not None:
         _check(e.dataset in DATASETS, "eval.dataset", e.dataset, f"one of {DATASETS}")
+    if e.checkpoint is not None:
+        _check(
+            e.checkpoint == RANDOM_CHECKPOINT or (e.checkpoint.strip() != "" and Path(e.checkpoint).exists()),
+            "eval.checkpoint",
+            e.checkpoint,
+            f"null (newest checkpoint in run_dir), {RANDOM_CHECKPOINT!r} (the network at random init), "
+            "or an existing .pt file or run dir",
+        )
 
 
 def to_config(cfg: DictConfig | Config | dict[str, Any]) -> Config:

@@ -53,6 +53,7 @@ NON_SEMANTIC_KEYS = frozenset(
         "eval.root",
         "eval.batch_size",
         "eval.pictures",
+        "eval.checkpoint",  # the job evaluates its own checkpoint; vice-eval alone reads it
         "regions.cache_dir",
         "train.device",
         "train.threads",
@@ -81,6 +82,9 @@ CHECKPOINT_PATH_FILE = "checkpoint_path.txt"
 EVAL_DIR = "eval"
 #: Traceback lines kept in the run's ``error`` tag.
 ERROR_TAG_LINES = 20
+#: Metric (logged once, at step 0) holding the number of training images: with ``data.batch_size`` and
+#: ``train/world_size`` it turns training steps into epochs (Fig. 6).
+NUM_IMAGES_METRIC = "train/num_images"
 
 
 def semantic_config(cfg: Config) -> dict[str, str]:
@@ -252,6 +256,10 @@ def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> d
 
         evaluate_ = build_evaluator(cfg, eval_dir)
     intermediate = evaluate_ if cfg.train.eval_every else None
+    if main_process:
+        from vice.data.train import build_image_source
+
+        logger.log_metrics({NUM_IMAGES_METRIC: float(len(build_image_source(cfg)))}, step=0)
     result = train(cfg, logger, intermediate)
     cleanup()  # the other ranks are done; rank 0 evaluates alone
     if not main_process:
@@ -264,7 +272,7 @@ def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> d
     metrics = evaluate_(result.embedder, result.steps)
     logger.log_metrics(metrics, step=result.steps)
     dataset = cfg.eval.dataset or cfg.data.name
-    logger.set_tags(eval_tags(cfg.eval, dataset, cfg.data.split_set, "eval"))
+    logger.set_tags(eval_tags(cfg.eval, dataset, cfg.data.split_set, cfg.eval.mapping_fit_set))
     logger.log_artifact(eval_dir / f"step_{result.steps:08d}", EVAL_DIR)
     return metrics
 

@@ -42,7 +42,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,6 +85,7 @@ RDB_SCHEMES = ("postgresql", "mysql")
 ATTR_JOB_ID, ATTR_FOLDER, ATTR_CLUSTER = "job_id", "submitit_folder", "cluster"
 ATTR_RUN_DIR, ATTR_RUN_KEY, ATTR_ERROR = "run_dir", "run_key", "error"
 ATTR_RETRY_OF, ATTR_PARENT_RUN = "retry_of", "mlflow_parent_run_id"
+ATTR_FINAL_STEP = "final_step"
 #: Lines of a failed job's traceback kept on its trial.
 ERROR_LINES = 8
 
@@ -297,11 +298,19 @@ def trial_overrides(values: Mapping[str, Any]) -> list[str]:
     return [f"{key}={override_value(value)}" for key, value in values.items()]
 
 
-def build_sampler(cfg: StudyConfig) -> Any:
-    """The study's seeded sampler (TPE multivariate with constant liar, random, or grid)."""
+def build_sampler(cfg: StudyConfig, num_existing: int = 0) -> Any:
+    """The study's seeded sampler (TPE multivariate with constant liar, random, or grid).
+
+    Args:
+        cfg: the study.
+        num_existing: trials already in the storage. A resumed study seeds with ``seed + num_existing``:
+            re-seeding with ``seed`` alone would ask the startup trials' values again (``seed: null``
+            stays unseeded).
+    """
     import optuna
 
-    s = cfg.sampler
+    seed = cfg.sampler.seed
+    s = replace(cfg.sampler, seed=None if seed is None else seed + num_existing)
     if s.name == "grid":
         space = {key: [choice_token(c) for c in p.choices or []] for key, p in cfg.params.items()}
         return optuna.samplers.GridSampler(space, seed=s.seed)
@@ -420,6 +429,7 @@ class InFlight:
     run_dir: Path
     last_step: int = -1
     tagged: bool = False
+    final_step: int | None = None  # train.max_steps: the job's final evaluation, never an intermediate one
 
 
 @dataclass
@@ -582,10 +592,15 @@ def submit_trial(s: Study) -> InFlight | None:
     _set_attrs(
         s.optuna_study,
         trial._trial_id,
-        {ATTR_JOB_ID: str(job.job_id), ATTR_FOLDER: folder, ATTR_CLUSTER: s.cluster},
+        {
+            ATTR_JOB_ID: str(job.job_id),
+            ATTR_FOLDER: folder,
+            ATTR_CLUSTER: s.cluster,
+            ATTR_FINAL_STEP: cfg.train.max_steps,
+        },
     )
     log.info("trial %d: job %s [%s]", trial.number, job.job_id, " ".join(trial_overrides(values)))
-    return InFlight(trial, job, run_dir)
+    return InFlight(trial, job, run_dir, final_step=cfg.train.max_steps)
 
 
 def _retry(s: Study, number: int, params: Mapping[str, Any]) -> None:
@@ -634,8 +649,12 @@ def collect(s: Study, flight: InFlight) -> None:
     _mlflow_tags(s, flight, "COMPLETE")
 
 
-def report_intermediate(s: Study, flight: InFlight) -> bool:
+def report_intermediate(s: Study, flight: InFlight, may_prune: bool = True) -> bool:
     """Report the job's new intermediate evaluations to its trial; cancel it when the pruner says so.
+
+    The final evaluation (logged at ``train.max_steps`` under the same metric) is the trial's value,
+    not an intermediate one: it is never reported, so a finished trial cannot be pruned. With
+    ``may_prune`` False (a job already done) the values are only reported, for later trials' medians.
 
     Returns:
         True when the trial was pruned (its job cancelled, the trial told PRUNED).
@@ -650,11 +669,12 @@ def report_intermediate(s: Study, flight: InFlight) -> bool:
     if not flight.tagged:
         _mlflow_tags(s, flight, "RUNNING")
     history = _client(s.tracking_uri).get_metric_history(run_id, s.cfg.metric)
-    new = sorted((m.step, m.value) for m in history if m.step > flight.last_step)
+    final = flight.final_step if flight.final_step is not None else math.inf
+    new = sorted((m.step, m.value) for m in history if flight.last_step < m.step < final)
     for step, value in new:
         flight.trial.report(value, step)
         flight.last_step = step
-    if new and flight.trial.should_prune():
+    if may_prune and new and flight.trial.should_prune():
         flight.job.cancel(check=False)
         s.optuna_study.tell(flight.trial, state=TrialState.PRUNED)
         log.info("trial %d pruned at step %d", flight.trial.number, flight.last_step)
@@ -683,7 +703,13 @@ def reconcile(s: Study) -> list[InFlight]:
             _retry(s, frozen.number, frozen.params)
             continue
         job = attach_job(attrs[ATTR_CLUSTER], attrs[ATTR_FOLDER], job_id)
-        flight = InFlight(trial, job, Path(attrs[ATTR_RUN_DIR]), max(frozen.intermediate_values, default=-1))
+        flight = InFlight(
+            trial,
+            job,
+            Path(attrs[ATTR_RUN_DIR]),
+            max(frozen.intermediate_values, default=-1),
+            final_step=attrs.get(ATTR_FINAL_STEP),
+        )
         if attrs[ATTR_CLUSTER] == "slurm" and not job.done():
             log.info("trial %d: adopting running job %s", frozen.number, job_id)
             adopted.append(flight)
@@ -728,11 +754,10 @@ def drive(s: Study) -> None:
         time.sleep(s.cfg.poll_s)
         still: list[InFlight] = []
         for flight in s.in_flight:
-            if report_intermediate(s, flight):
-                continue
-            if flight.job.done():
+            if flight.job.done():  # first: a finished trial is collected, never pruned
+                report_intermediate(s, flight, may_prune=False)
                 collect(s, flight)
-            else:
+            elif not report_intermediate(s, flight):
                 still.append(flight)
         s.in_flight = still
 
@@ -970,6 +995,7 @@ def prepare(args: argparse.Namespace) -> Study:
         direction=cfg.direction,  # type: ignore[arg-type]  # checked against DIRECTIONS
         load_if_exists=True,
     )
+    optuna_study.sampler = build_sampler(cfg, len(optuna_study.get_trials(deepcopy=False)))
     experiment_id = prepare_tracking(tracking_uri, sid)
     parent = _parent_run(optuna_study, tracking_uri, experiment_id, sid, launcher)
     launcher_cfg = OmegaConf.to_container(master.hydra.launcher, resolve=True)

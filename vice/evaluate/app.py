@@ -2,7 +2,8 @@
 
 Usage: ``vice-eval experiment=demo`` (or any ``run_dir=...``) evaluates the newest checkpoint in
 ``run_dir/checkpoints`` on ``eval.dataset`` (default: ``data.name``) and writes ``metrics.json`` and the
-pictures to ``run_dir/eval``. Without a checkpoint, the network is evaluated at random init.
+pictures to ``run_dir/eval``. ``eval.checkpoint`` picks another checkpoint (a ``.pt`` file or a run dir),
+or ``random`` for the network of ``model.*`` at random init; a run dir without a checkpoint is an error.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from tabulate import tabulate
 from torch import nn
 
-from vice.config import Config
+from vice.config import RANDOM_CHECKPOINT, Config
 from vice.data.labelled import LabelledDataset, build_labelled_dataset
 from vice.evaluate.embed import Decomposer
 from vice.evaluate.run import MODEL_PREFIX, RANDOM_PREFIX, RGB_PREFIX, eval_tags, evaluate
@@ -121,31 +122,62 @@ def format_table(metrics: dict[str, float]) -> str:
     return tabulate(table, headers=["", *columns], disable_numparse=True)
 
 
+def resolve_checkpoint(checkpoint: str | None, run_dir: str | Path) -> Path | None:
+    """The checkpoint file ``eval.checkpoint`` names: None for random init.
+
+    Args:
+        checkpoint: None (the newest checkpoint of ``run_dir``), a ``.pt`` file, a run dir (its newest
+            checkpoint), or ``random``.
+        run_dir: the run dir searched when ``checkpoint`` is None.
+
+    Raises:
+        FileNotFoundError: the run dir searched holds no checkpoint.
+    """
+    from vice.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    if checkpoint == RANDOM_CHECKPOINT:
+        return None
+    source = Path(run_dir if checkpoint is None else checkpoint)
+    if source.is_file():
+        return source
+    found = list_checkpoints(source)
+    if not found:
+        raise FileNotFoundError(
+            f"no checkpoint in {source / CHECKPOINT_DIR}: train first, set run_dir to a trained run, "
+            f"point eval.checkpoint at a .pt file or run dir, or set eval.checkpoint={RANDOM_CHECKPOINT} to "
+            "evaluate the network at random init"
+        )
+    return found[-1]
+
+
 def run_eval(cfg: Config) -> dict[str, float]:
-    """Evaluate the newest checkpoint of ``cfg.run_dir`` (random init if none) and write the report."""
+    """Evaluate the checkpoint ``eval.checkpoint`` names (default: the newest of ``cfg.run_dir``)."""
     import faiss
     import torch
 
-    from vice.checkpoint import list_checkpoints
+    from vice.evaluate.run import build_random_init
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
         faiss.omp_set_num_threads(cfg.train.threads)
+    checkpoint = resolve_checkpoint(cfg.eval.checkpoint, cfg.run_dir)
     train_set, eval_set = eval_datasets(cfg)
-    checkpoints = list_checkpoints(cfg.run_dir)
     model: nn.Module | Path
-    if checkpoints:
-        model = checkpoints[-1]
-        log.info("evaluating %s", model)
+    if checkpoint is None:
+        log.warning(
+            "eval.checkpoint=%s: the 'model' row is the network of model.* at random init (seed %d)",
+            RANDOM_CHECKPOINT,
+            cfg.seed,
+        )
+        model = build_random_init(cfg.model, cfg.seed)
     else:
-        from vice.model import build_model
-
-        log.warning("no checkpoint in %s/checkpoints: evaluating the network at random init", cfg.run_dir)
-        model = build_model(cfg.model)
+        log.info("evaluating %s", checkpoint)
+        model = checkpoint
     out_dir = Path(cfg.run_dir) / EVAL_DIR
     metrics = evaluate_model(cfg, model, train_set, eval_set, out_dir)
     tags = eval_tags(cfg.eval, eval_set.name, cfg.data.split_set, cfg.eval.mapping_fit_set)
     print(", ".join(f"{key}={value}" for key, value in tags.items()))
+    print(f"model: {checkpoint or f'random init (eval.checkpoint={RANDOM_CHECKPOINT})'}")
     print(format_table(metrics))
     print(f"metrics and pictures in {out_dir}")
     return metrics

@@ -121,18 +121,25 @@ def load_model(source: nn.Module | str | Path) -> tuple[nn.Module, ModelConfig |
     return model, cfg.model
 
 
+def build_random_init(model_cfg: ModelConfig, seed: int = 0) -> nn.Module:
+    """The network of ``model_cfg`` at random initialization: no pretrained weights, seeded init."""
+    from vice.model import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(dataclasses.replace(model_cfg, pretrained=None))
+
+
 def random_init_like(model: nn.Module, model_cfg: ModelConfig | None = None, seed: int = 0) -> nn.Module:
     """The same network at random initialization (the ``baseline_random_`` pipeline).
 
-    With ``model_cfg``, the network is built anew without pretrained weights (so its own init
+    With ``model_cfg``, the network is built anew by :func:`build_random_init` (so its own init
     scheme applies); otherwise a copy of ``model`` has every ``reset_parameters`` called.
     """
+    if model_cfg is not None:
+        return build_random_init(model_cfg, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if model_cfg is not None:
-            from vice.model import build_model
-
-            return build_model(dataclasses.replace(model_cfg, pretrained=None))
         fresh = copy.deepcopy(model)
         for module in fresh.modules():
             reset = getattr(module, "reset_parameters", None)
@@ -310,6 +317,26 @@ def score_split(
     return counts, records
 
 
+def warn_no_hungarian(num_clusters: Iterable[int], num_classes: int, dataset: str) -> list[int]:
+    """Log one warning per C below ``num_classes``: it gets majority mapping only, no Hungarian score.
+
+    Returns:
+        The C values warned about.
+    """
+    below = [c for c in num_clusters if c < num_classes]
+    for c in below:
+        log.warning(
+            "eval.num_clusters has C=%d, fewer than the %d classes of %s: C=%d is scored by majority "
+            "mapping only (Hungarian matching needs C = %d)",
+            c,
+            num_classes,
+            dataset,
+            c,
+            num_classes,
+        )
+    return below
+
+
 def _mappings(contingency: Tensor, num_classes: int) -> dict[str, Tensor]:
     """The mappings scored for one C: majority always, Hungarian when C = num_classes."""
     mappings = {"majority": majority_mapping(contingency)}
@@ -418,7 +445,8 @@ def evaluate(
         train_set: labelled dataset whose pixels fit k-means and the probe.
         eval_set: labelled dataset that is scored; same classes as ``train_set``.
         model_cfg: the model's config, to build the random-init baseline anew (else its
-            parameters are reset); taken from the checkpoint when ``model`` is a path.
+            parameters are reset); ignored when ``model`` is a path: the checkpoint's own model
+            config is used, so the baseline has the checkpoint's architecture.
         decompose: image (h, w, 3) uint8 -> superpixel ids (h, w); needed with ``cfg.superpixel_pool``.
         device: where the model, the features, the assignment and the confusion counts live.
         out_dir: where ``metrics.json`` and the pictures are written; None writes nothing.
@@ -446,8 +474,9 @@ def evaluate(
         raise ValueError("eval.superpixel_pool=true needs a superpixel decomposition (pass decompose)")
     device = torch.device(device)
     num_classes = eval_set.num_classes
+    warn_no_hungarian(cfg.num_clusters, num_classes, eval_set.name)
     network, loaded_cfg = load_model(model)
-    model_cfg = model_cfg or loaded_cfg
+    model_cfg = loaded_cfg or model_cfg  # the checkpoint's own architecture, for the random-init baseline
     network = network.to(device).eval()
     pipelines = [Pipeline(MODEL_PREFIX, network_embedder(network, pad, amp), spherical=True, probe=True)]
     if cfg.baselines:
