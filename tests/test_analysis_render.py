@@ -54,7 +54,7 @@ def test_cast_param_reads_back_every_logged_config_value() -> None:
     expected = {
         "views.view_size": 256,
         "views.mask_ratio": 0.25,
-        "views.resize_range": (0.5, 1.5),
+        "views.resize_range": (0.5, 2.0),
         "eval.num_clusters": (27, 128, 256),
         "model.pretrained": None,
         "model.sync_bn": True,

@@ -297,7 +297,7 @@ def test_latest_finished_run_per_run_key_and_pending_runs(uri: str) -> None:
         ("grid", 2),
         ("pixel", 0),
     ]
-    assert runs["params.views.resize_range"].iloc[0] == (0.5, 1.5)
+    assert runs["params.views.resize_range"].iloc[0] == (0.5, 2.0)
     assert runs["params.model.pretrained"].iloc[0] is None
 
 

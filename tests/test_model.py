@@ -212,3 +212,9 @@ def test_build_model_loads_pretrained(tmp_path: Path) -> None:
     )
     assert torch.equal(model.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     assert model.head.out_channels == 4
+
+
+@pytest.mark.parametrize(("decoder", "width"), [("fpn", 128), ("deeplabv3plus", 256)])
+def test_null_decoder_channels_means_the_papers_width_for_each_decoder(decoder, width):
+    model = build_model(ModelConfig(backbone="resnet18", decoder=decoder, decoder_channels=None, embed_dim=4))
+    assert model.head.weight.shape == (4, width, 1, 1)

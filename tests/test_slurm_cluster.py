@@ -7,6 +7,7 @@ Every test submits through submitit, the same path hydra-submitit-launcher takes
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def _cluster_down_reason() -> str | None:
 
 
 _DOWN = _cluster_down_reason()
+if _DOWN is not None and os.environ.get("VICE_REQUIRE_SLURM") == "1":
+    pytest.fail(f"VICE_REQUIRE_SLURM=1 (as in .ci/run) but {_DOWN}", pytrace=False)
 if _DOWN is not None:
     pytestmark = [pytest.mark.slurm, pytest.mark.skip(reason=_DOWN)]
 

@@ -60,6 +60,8 @@ def test_unknown_key_is_rejected_for_every_job_before_anything_is_written(
 def test_bad_value_and_unknown_cell_name_the_key(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     error = reject([*SMOKE, "views.mask_ratio=1.5"], capsys, tmp_path / "out")
     assert "views.mask_ratio=1.5 is invalid: within [0, 1]" in error
+    error = reject([*SMOKE, "tracking.tracking_uri=ftp://host/db"], capsys, tmp_path / "out")
+    assert "tracking.tracking_uri='ftp://host/db' is not supported" in error
     error = reject(
         ["table1_main", "cell/table1_main=coco_huge", "--launcher", "v100"], capsys, tmp_path / "out"
     )

@@ -289,3 +289,10 @@ def test_slurm_settings_are_overridable_from_the_environment_and_the_command_lin
         "module load gcc",
         "source env.sh",
     ]
+
+
+def test_every_experiment_file_is_composed_here_or_in_test_config() -> None:
+    """A new experiment file must join the lists above (demo is checked in tests/test_config.py)."""
+    from vice.sweep import list_experiments
+
+    assert set(list_experiments()) == {*PAPER_EXPERIMENTS, *SMOKE_JOB_COUNTS, "demo"}

@@ -91,7 +91,7 @@ def test_flatten_config_has_dotted_keys_that_round_trip_through_cast_param() -> 
     cfg = Config()
     flat = flatten_config(cfg)
     assert flat["model.embed_dim"] == "128"
-    assert flat["views.resize_range"] == "[0.5, 1.5]"
+    assert flat["views.resize_range"] == "[0.5, 2.0]"
     assert flat["data.root"] == "None"
     assert flat["model.sync_bn"] == "true"
     expected_keys: list[str] = []

@@ -38,7 +38,7 @@ class ViewConfig:
 
     num_views: int = 5  # M, including the centre view 0
     view_size: int = 256  # common side of every view after resizing (256 low-res, 512 high-res)
-    resize_range: list[float] = field(default_factory=lambda: [0.5, 1.5])  # beta ~ U(range)
+    resize_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # beta ~ U(range); Sec. 4: 0.5 to 2
     flip_prob: float = 0.5
     photometric: bool = True  # colour distortion + blur
     color_strength: float = 1.0  # SimCLR colour-distortion strength
@@ -70,7 +70,7 @@ class ModelConfig:
     backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet101
     output_stride: int = 8  # 8 | 16
     decoder: str = "fpn"  # fpn | deeplabv3plus
-    decoder_channels: int = 128
+    decoder_channels: int | None = None  # None = the paper's: 128 for FPN (PiCIE's), 256 for DeepLabV3+
     embed_dim: int = 128  # D
     pretrained: str | None = None  # path to a torchvision ResNet state dict; None = random init
     sync_bn: bool = True  # SyncBN across ranks when distributed
@@ -84,7 +84,7 @@ class SwavConfig:
     temperature: float = 0.1  # tau
     sinkhorn_epsilon: float = 0.05
     sinkhorn_iterations: int = 3
-    queue_length: int = 0  # region embeddings per rank; 0 disables the queue
+    queue_length: int = 5000  # region embeddings per rank (Sec. 4: 5K per GPU); 0 disables the queue
     queue_start_step: int = 313
     freeze_prototypes_steps: int = 313
 
@@ -256,7 +256,12 @@ def validate(cfg: Config | DictConfig) -> None:
     _check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"one of {BACKBONES}")
     _check(m.output_stride in (8, 16), "model.output_stride", m.output_stride, "8 or 16")
     _check(m.decoder in DECODERS, "model.decoder", m.decoder, f"one of {DECODERS}")
-    _check(m.decoder_channels >= 1, "model.decoder_channels", m.decoder_channels, ">= 1")
+    _check(
+        m.decoder_channels is None or m.decoder_channels >= 1,
+        "model.decoder_channels",
+        m.decoder_channels,
+        ">= 1, or null for the decoder's own (128 FPN, 256 DeepLabV3+)",
+    )
     _check(m.embed_dim >= 1, "model.embed_dim", m.embed_dim, ">= 1 (the embedding dimension D)")
 
     _check(s.num_prototypes >= 2, "swav.num_prototypes", s.num_prototypes, ">= 2 (K)")

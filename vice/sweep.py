@@ -794,7 +794,10 @@ def prepare(args: argparse.Namespace) -> Sweep:
         jobs = compose_jobs(composer, experiment, params, task_overrides, output_dir)
         designed = compose_jobs(composer, experiment, params, [], output_dir) if task_overrides else jobs
     check_datasets_match(jobs, experiment, *experiment_datasets(designed))
-    uris = {resolve_tracking_uri(j.config.tracking.tracking_uri, output_dir) for j in jobs}
+    try:
+        uris = {resolve_tracking_uri(j.config.tracking.tracking_uri, output_dir) for j in jobs}
+    except ValueError as error:
+        raise SweepError(str(error)) from error
     if len(uris) != 1:
         raise SweepError(
             f"jobs log to {len(uris)} tracking URIs ({', '.join(sorted(uris))}): sweep one tracking.tracking_uri"

@@ -24,6 +24,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+# Before any mlflow import in a job (its telemetry client starts at import): no phoning home from nodes.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 #: Run statuses a job can end with.
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 #: File in the job dir holding the job's MLflow run id.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vice.config import ModelConfig
 from vice.model.backbone import build_backbone, load_pretrained
-from vice.model.decoders import build_decoder
+from vice.model.decoders import DECODER_CHANNELS, build_decoder
 from vice.model.embedder import DenseEmbedder
 
 __all__ = ["DenseEmbedder", "build_model"]
@@ -25,5 +25,6 @@ def build_model(cfg: ModelConfig) -> DenseEmbedder:
     backbone = build_backbone(cfg.backbone, cfg.output_stride)
     if cfg.pretrained:
         load_pretrained(backbone, cfg.pretrained)
-    decoder = build_decoder(cfg.decoder, backbone.channels, cfg.decoder_channels, cfg.output_stride)
+    channels = cfg.decoder_channels or DECODER_CHANNELS[cfg.decoder]
+    decoder = build_decoder(cfg.decoder, backbone.channels, channels, cfg.output_stride)
     return DenseEmbedder(backbone, decoder, cfg.embed_dim)

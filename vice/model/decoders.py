@@ -16,6 +16,8 @@ from torch import Tensor, nn
 ASPP_RATES_OS16 = (6, 12, 18)
 #: Channels of DeepLabV3+'s low-level (c2) projection.
 LOW_LEVEL_CHANNELS = 48
+#: ``model.decoder_channels: null`` means these: PiCIE's FPN width and DeepLabV3+'s ASPP width.
+DECODER_CHANNELS = {"fpn": 128, "deeplabv3plus": 256}
 
 
 def _resize_to(x: Tensor, ref: Tensor, mode: str) -> Tensor:
