@@ -13,6 +13,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 
 #: Backend per device type: NCCL between GPUs, gloo between CPU processes.
 BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
+#: How long a rank waits in a collective. Rank 0 alone runs the intermediate evaluations
+#: (``train.eval_every``) while the others wait in the next step's all-reduce; NCCL's default 10 minutes
+#: would abort the job during a full COCO evaluation.
+COLLECTIVE_TIMEOUT_MIN = 120
 #: Range of the rendezvous port derived from a SLURM job id (same range as submitit's).
 MIN_MASTER_PORT, MAX_MASTER_PORT = 20000, 60000
 
@@ -184,6 +189,7 @@ def init_distributed(device_type: str) -> DistEnv:
         init_method=f"tcp://{env.master_addr}:{env.master_port}",
         rank=env.rank,
         world_size=env.world_size,
+        timeout=timedelta(minutes=COLLECTIVE_TIMEOUT_MIN),
     )
     return env
 
