@@ -482,7 +482,7 @@ def evaluate(
     if cfg.baselines:
         random_network = random_init_like(network, model_cfg, seed).to(device).eval()
         pipelines.append(Pipeline(RANDOM_PREFIX, network_embedder(random_network, pad, amp), True, True))
-        pipelines.append(Pipeline(RGB_PREFIX, rgb_embedder, spherical=False, probe=False))
+        pipelines.append(Pipeline(RGB_PREFIX, rgb_embedder, spherical=False, probe=True))
 
     pool = decompose if cfg.superpixel_pool else None
     limit = cfg.max_images or max(len(train_set), len(eval_set))
