@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from vice.app import SWEEPS_DIR
 from vice.tune import (
+    ParamConfig,
     StudyError,
     build_sampler,
     build_storage,
@@ -324,3 +325,46 @@ def test_the_final_evaluation_is_never_reported_as_intermediate(tmp_path: Path) 
     assert report_intermediate(s, flight, may_prune=False) is False
     assert study.trials[-1].intermediate_values == {2: 0.6}
     assert flight.job.cancelled is False and study.trials[-1].state.name == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (None, None),  # the shipped study composes
+        ({"params": {"views.mask_ratoi": {"type": "float", "low": 0.0, "high": 0.5}}}, "mask_ratoi"),
+        (
+            {"params": {"views.mask_ratio": {"type": "float", "low": -0.5, "high": 0.5}}},
+            "views.mask_ratio=-0.5",
+        ),
+        ({"metric": "eval/linear_mIoU"}, "metric='eval/linear_mIoU' is not logged by these jobs"),
+        ({"metric": "eval/cluster27_majority_miou"}, "with C in eval.num_clusters=[7]"),
+        ({"pruner": {"name": "median"}}, "pruner.name=median needs intermediate evaluations"),
+    ],
+)
+def test_the_search_space_and_objective_are_checked_before_any_trial(
+    edit: object, message: str | None
+) -> None:
+    import dataclasses
+
+    from hydra import initialize_config_dir
+
+    from vice.config import register_schema
+    from vice.sweep import Composer
+    from vice.tune import PrunerConfig, check_search_space
+
+    _, cfg = load_study("smoke")
+    if isinstance(edit, dict) and "params" in edit:
+        cfg.params = {k: ParamConfig(**v) for k, v in edit["params"].items()}
+    elif isinstance(edit, dict) and "metric" in edit:
+        cfg.metric = edit["metric"]
+    elif isinstance(edit, dict):
+        cfg.pruner = dataclasses.replace(PrunerConfig(), name="median")
+    register_schema()
+    with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="t"):
+        base = ["experiment=table5_hparams_smoke", *cfg.overrides]
+        if message is None:
+            check_search_space(cfg, "smoke", Composer(), base)
+            return
+        with pytest.raises(StudyError) as error:
+            check_search_space(cfg, "smoke", Composer(), base)
+    assert message in str(error.value)

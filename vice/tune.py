@@ -36,6 +36,7 @@ import fcntl
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -216,6 +217,59 @@ def check_study(cfg: StudyConfig, where: str) -> None:
                 "the grid sampler takes unconditional categoricals only",
             )
         seen.append(key)
+
+
+def corner_values(params: Mapping[str, ParamConfig]) -> dict[str, Any]:
+    """Every parameter at its low value (numbers) or first choice (categoricals), conditions ignored."""
+    values: dict[str, Any] = {}
+    for key, p in params.items():
+        if p.type == "categorical":
+            values[key] = choice_token((p.choices or [None])[0])
+        else:
+            values[key] = int(p.low or 0) if p.type == "int" else float(p.low or 0)
+    return values
+
+
+def check_objective(cfg: StudyConfig, where: str, job: Config) -> None:
+    """The metric is one the job logs, and the pruner has intermediate evaluations to work on.
+
+    Raises:
+        StudyError: naming the study file and the key.
+    """
+    _check(job.eval.enabled, where, f"metric={cfg.metric!r} comes from the evaluation: set eval.enabled=true")
+    clusters = "|".join(str(c) for c in job.eval.num_clusters)
+    pattern = rf"eval/(linear|cluster({clusters})_(hungarian|majority))_(miou|acc)"
+    _check(
+        re.fullmatch(pattern, cfg.metric) is not None,
+        where,
+        f"metric={cfg.metric!r} is not logged by these jobs: one of eval/linear_{{miou,acc}} or "
+        f"eval/cluster<C>_{{hungarian,majority}}_{{miou,acc}} with C in eval.num_clusters={list(job.eval.num_clusters)}",
+    )
+    _check(
+        cfg.pruner.name != "median" or job.train.eval_every > 0,
+        where,
+        "pruner.name=median needs intermediate evaluations: set train.eval_every > 0 in overrides",
+    )
+
+
+def check_search_space(cfg: StudyConfig, where: str, composer: Composer, base: Sequence[str]) -> None:
+    """Compose the jobs' config with every parameter set (at its low corner) before any trial runs.
+
+    A misspelt key or a bad range fails here, naming it, instead of failing every trial.
+
+    Raises:
+        StudyError: the first problem.
+    """
+    overrides = trial_overrides(corner_values(cfg.params))
+    try:
+        job = to_config(composer.compose([*base, *overrides]))
+        validate(job)
+    except Exception as error:
+        raise StudyError(
+            f"{where}: the search space does not compose with every param at its low value or first "
+            f"choice [{' '.join(overrides)}]: {error_message(error)}"
+        ) from error
+    check_objective(cfg, where, job)
 
 
 def load_study(name: str) -> tuple[str, StudyConfig]:
@@ -985,6 +1039,7 @@ def prepare(args: argparse.Namespace) -> Study:
     problems = check_inputs([Job(0, (), probe, "", Path())])
     if problems:
         raise StudyError("missing inputs:\n" + "\n".join(f"  - {p}" for p in problems))
+    check_search_space(cfg, name, composer, [f"experiment={experiment}", *task_overrides])
     tracking_uri = resolve_tracking_uri(probe.tracking.tracking_uri, output_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     optuna_study = optuna.create_study(
