@@ -368,3 +368,16 @@ def test_the_search_space_and_objective_are_checked_before_any_trial(
         with pytest.raises(StudyError) as error:
             check_search_space(cfg, "smoke", Composer(), base)
     assert message in str(error.value)
+
+
+def test_a_second_driver_stops_before_touching_the_storage_or_mlflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vice.tune import driver_lock, main
+
+    study_dir = tmp_path / "tune_smoke"
+    with driver_lock(study_dir):
+        assert main(["smoke", "--launcher", "local", "--output-dir", str(tmp_path)]) == 2
+    assert "drives this study" in capsys.readouterr().err
+    assert sorted(p.name for p in study_dir.iterdir()) == ["driver.lock"]
+    assert not (tmp_path / "mlflow.db").exists()

@@ -42,7 +42,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -995,10 +995,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare(args: argparse.Namespace) -> Study:
-    """Load the study, check a first trial's inputs, open the storage, tracking and executor.
+def prepare(args: argparse.Namespace, stack: ExitStack) -> Study:
+    """Load the study, check a first trial's inputs, take the driver lock, open storage, tracking, executor.
 
     Call it inside ``hydra.initialize_config_dir(SWEEPS_DIR)``: trials are composed while the study runs.
+    The driver lock is held by ``stack`` (until it closes), so a second driver stops before it touches
+    the storage or the MLflow parent run.
 
     Raises:
         StudyError: bad study, launcher, override, storage or inputs.
@@ -1041,7 +1043,7 @@ def prepare(args: argparse.Namespace) -> Study:
         raise StudyError("missing inputs:\n" + "\n".join(f"  - {p}" for p in problems))
     check_search_space(cfg, name, composer, [f"experiment={experiment}", *task_overrides])
     tracking_uri = resolve_tracking_uri(probe.tracking.tracking_uri, output_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(driver_lock(study_dir))
     optuna_study = optuna.create_study(
         study_name=sid,
         storage=build_storage(cfg.storage, study_dir),
@@ -1074,7 +1076,7 @@ def prepare(args: argparse.Namespace) -> Study:
 
 
 def run_study(s: Study) -> list[Path]:
-    """Drive the study to its total under the driver lock, then save its results.
+    """Drive the study to its total (hold the driver lock, see :func:`prepare`), then save its results.
 
     On an interrupt the SLURM jobs keep running (a re-run adopts them); local jobs are cancelled (a
     re-run asks their parameters again, and they resume from their checkpoints).
@@ -1084,21 +1086,20 @@ def run_study(s: Study) -> list[Path]:
     """
     from vice.tracking import end_run
 
-    with driver_lock(s.study_dir):
-        print(
-            f"study {s.name}: {finished_count(s.optuna_study)}/{s.cfg.n_trials} trials done; up to "
-            f"{s.cfg.max_parallel} in flight on {s.cluster}; files in {s.study_dir}; MLflow {s.tracking_uri}"
-        )
-        try:
-            drive(s)
-        except BaseException:
-            if s.cluster == "local":
-                for flight in s.in_flight:
-                    flight.job.cancel(check=False)
-            end_run(s.tracking_uri, s.parent_run_id, "KILLED")
-            raise
-        written = save_results(s)
-        end_run(s.tracking_uri, s.parent_run_id, "FINISHED")
+    print(
+        f"study {s.name}: {finished_count(s.optuna_study)}/{s.cfg.n_trials} trials done; up to "
+        f"{s.cfg.max_parallel} in flight on {s.cluster}; files in {s.study_dir}; MLflow {s.tracking_uri}"
+    )
+    try:
+        drive(s)
+    except BaseException:
+        if s.cluster == "local":
+            for flight in s.in_flight:
+                flight.job.cancel(check=False)
+        end_run(s.tracking_uri, s.parent_run_id, "KILLED")
+        raise
+    written = save_results(s)
+    end_run(s.tracking_uri, s.parent_run_id, "FINISHED")
     return written
 
 
@@ -1110,8 +1111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("optuna").setLevel(logging.WARNING)
     args = _parser().parse_intermixed_args(argv)
     try:
-        with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="vice-tune"):
-            s = prepare(args)
+        with (
+            initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="vice-tune"),
+            ExitStack() as stack,
+        ):
+            s = prepare(args, stack)
             written = run_study(s)
     except StudyError as error:
         print(f"vice-tune: {error}", file=sys.stderr)
