@@ -309,7 +309,8 @@ def plot_figure(data: pd.DataFrame, figure: str, stem: Path) -> tuple[Path, Path
 
 
 def table_plot_data(table: Table) -> pd.DataFrame:
-    """The mIoU cells of a table (a column or row named ``*mIoU*``) as bars, in table order.
+    """The mIoU cells of a table (a column or row named ``*mIoU*``) as bars, in table order; floors
+    (random init, raw colours) are left out.
 
     Columns: panel = section title, series = the bar label (row and column labels, ``mIoU`` left out),
     x = bar position in its panel (xlabel ``bar position``), mean/std/n/smoke as in :data:`PLOT_COLUMNS`,
@@ -321,7 +322,12 @@ def table_plot_data(table: Table) -> pd.DataFrame:
         for labels, values in section.rows:
             for column, value in zip(section.columns, values, strict=True):
                 names = [*labels, column]
-                if not (isinstance(value, Stat) and value.kind == "pct" and any("mIoU" in n for n in names)):
+                if not (
+                    isinstance(value, Stat)
+                    and value.kind == "pct"
+                    and not value.floor
+                    and any("mIoU" in n for n in names)
+                ):
                     continue
                 s = value.summary
                 points.append(

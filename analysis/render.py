@@ -6,7 +6,9 @@ Cell text:
 - ``25.49 ± 0.31 (3)``: mean ± sample std over 3 seeds, in percent; ``25.49 (1)`` for one seed;
 - ``—``: no finished run (a footnote lists the override to run);
 - a trailing ``†``: from a smoke sweep on synthetic data, not a COCO/Cityscapes number;
-- bold (``**…**`` / ``\\textbf``): the best CNN result of its group, as in the paper.
+- bold (``**…**`` / ``\\textbf``): the best CNN result of its group, as in the paper;
+- rows ``↳ random init`` and ``↳ raw colours``: the floors (``eval.baselines``) of the result above,
+  from the same runs; never bold, no paper value and no Δ.
 
 With ``compare=True`` every numeric column becomes ``paper | ours | Δ`` (Δ = ours - paper, in points).
 """
@@ -33,6 +35,8 @@ class Stat:
     """One numeric cell: ours (``summary`` is None when missing) and the paper's value, in display units.
 
     ``kind`` is ``"pct"`` (percent, two decimals) or ``"duration"`` (seconds, printed ``5h 31min``).
+    ``floor`` marks a baseline (random init, raw colours): it is never bold, never competes for the
+    best, and has no paper value or Δ.
     """
 
     summary: Summary | None
@@ -41,6 +45,7 @@ class Stat:
     kind: str = "pct"
     smoke: bool = False
     bold: bool = False
+    floor: bool = False
 
     def ours(self) -> str:
         """Our value as printed (without bold)."""
@@ -56,7 +61,9 @@ class Stat:
         return text + (SMOKE_MARK if self.smoke else "")
 
     def paper_str(self) -> str:
-        """The paper's value as printed, or ``n/a``."""
+        """The paper's value as printed, ``n/a``, or empty for a floor (the paper prints none)."""
+        if self.floor:
+            return ""
         if self.paper_text is not None:
             return self.paper_text
         if self.paper is None:
@@ -64,8 +71,8 @@ class Stat:
         return format_duration(self.paper) if self.kind == "duration" else f"{self.paper:.2f}"
 
     def delta(self) -> str:
-        """Ours - paper, or empty when either side is missing or the cell is synthetic."""
-        if self.summary is None or self.paper is None or self.smoke:
+        """Ours - paper, or empty when either side is missing, the cell is synthetic or a floor."""
+        if self.summary is None or self.paper is None or self.smoke or self.floor:
             return ""
         diff = self.summary.mean - self.paper
         if self.kind == "duration":
@@ -142,7 +149,7 @@ def _cells(section: Section, compare: bool, bold: tuple[str, str]) -> list[list[
         for value, is_numeric in zip(values, numeric, strict=True):
             if isinstance(value, Stat):
                 ours = value.ours()
-                ours = f"{bold[0]}{ours}{bold[1]}" if value.bold else ours
+                ours = f"{bold[0]}{ours}{bold[1]}" if value.bold and not value.floor else ours
                 row += [value.paper_str(), ours, value.delta()] if compare else [ours]
             else:
                 row += [value, "", ""] if compare and is_numeric else [value]
@@ -192,11 +199,12 @@ _LATEX_ESCAPES = {
     "Δ": r"$\Delta$",
     "—": "---",
     "→": r"$\to$",
+    "↳": r"$\hookrightarrow$",
 }
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX specials, map the table symbols (±, ◇, ⋆, †, Δ, —, →) and set `code` in ``\\texttt``."""
+    """Escape LaTeX specials, map the table symbols (±, ◇, ⋆, †, Δ, —, →, ↳) and set `code` in ``\\texttt``."""
     parts = text.split("`")
     escaped = ["".join(_LATEX_ESCAPES.get(ch, ch) for ch in part) for part in parts]
     if len(parts) % 2 == 0:  # an unpaired backtick: keep it literal
@@ -267,7 +275,7 @@ def to_csv(table: Table) -> str:
                             _number(s.std if s else None),
                             s.n if s else 0,
                             value.ours(),
-                            int(value.bold),
+                            int(value.bold and not value.floor),
                             int(value.smoke),
                             _number(value.paper),
                             value.delta(),

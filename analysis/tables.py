@@ -46,27 +46,67 @@ from analysis.runs import list_experiments, load_runs
 _FAMILY = re.compile(r"^metrics\.eval/(cluster(\d+)_(hungarian|majority)|linear)_miou$")
 MARKERS = {"hungarian": "◇", "majority": "⋆"}
 LINEAR = "linear"
+FLOOR = "floor"
+#: The floors that ``eval.baselines`` logs beside every model metric: (row label, metric prefix after
+#: ``eval/``). Raw colours have no linear probe, so they have no ``linear_*`` metric.
+FLOORS = (("↳ random init", "baseline_random_"), ("↳ raw colours", "baseline_rgb_"))
+FLOOR_NOTE = (
+    "↳ random init, ↳ raw colours: floors from the same runs and evaluation as the result above"
+    " (eval.baselines=true): the same network at random initialization, and k-means on raw pixel colours,"
+    " which has no linear probe (no row, or a blank, for linear-probe metrics). Never bold."
+)
 
 
 def _stat(runs: pd.DataFrame, name: str, cell: Cell, paper: float | None = None) -> Stat:
     return Stat(summarize(metric(runs, name)), paper=paper, smoke=cell.smoke)
 
 
+def floor_metric(name: str, prefix: str) -> str:
+    """The floor's metric of a model metric: ``eval/linear_miou`` -> ``eval/baseline_random_linear_miou``."""
+    head, _, tail = name.partition("/")
+    return f"{head}/{prefix}{tail}"
+
+
+def floor_rows(values: Sequence[tuple[Cell, str | None]]) -> list[tuple[str, list[Value]]]:
+    """The floor rows under one table row whose values are the model metrics ``(cell, name)``.
+
+    Args:
+        values: per column, the cell and the model metric it shows (``None`` for a text column).
+
+    Returns:
+        ``[(label, values), ...]`` in :data:`FLOORS` order, one per floor that some cell's runs log for
+        its metric; a column whose runs do not log it is blank. Empty when no run logs a floor.
+    """
+    rows = []
+    for label, prefix in FLOORS:
+        row: list[Value] = []
+        for cell, name in values:
+            summary = summarize(metric(cell.runs, floor_metric(name, prefix))) if name else None
+            row.append("" if summary is None else Stat(summary, smoke=cell.smoke, floor=True))
+        if any(isinstance(v, Stat) for v in row):
+            rows.append((label, row))
+    return rows
+
+
 def _bold(rows: list[list[Value]], positions: Sequence[tuple[int, int]]) -> None:
-    """Bold the best of the Stats at ``(row, column)`` positions, in place."""
+    """Bold the best of the Stats at ``(row, column)`` positions, in place (floors never compete)."""
     stats = [rows[r][c] for r, c in positions]
-    means = [s.summary.mean if isinstance(s, Stat) and s.summary else None for s in stats]
+    means = [s.summary.mean if isinstance(s, Stat) and s.summary and not s.floor else None for s in stats]
     for (r, c), best in zip(positions, best_marks(means), strict=True):
         value = rows[r][c]
         if best and isinstance(value, Stat):
             rows[r][c] = dataclasses.replace(value, bold=True)
 
 
-def _footnotes(gaps: Sequence[str], cells: Sequence[Cell], extra: Sequence[str] = ()) -> tuple[str, ...]:
+def _footnotes(
+    gaps: Sequence[str], cells: Sequence[Cell], extra: Sequence[str] = (), floors: bool = False
+) -> tuple[str, ...]:
     notes = list(gaps)
     if any(c.smoke for c in cells):
         notes.append(SMOKE_FOOTNOTE)
     notes += list(extra)
+    if floors:
+        notes.append(FLOOR_NOTE)
     return tuple(notes)
 
 
@@ -137,7 +177,7 @@ def paper_only_rows(
 class _Table1Row:
     labels: tuple[str, str]
     values: list[Value]
-    kind: str  # "cluster" or LINEAR: what the row's bold competes with
+    kind: str  # "cluster" or LINEAR: what the row's bold competes with; FLOOR: never bold
     vit: bool  # a ViT-based model: never bold (the paper bolds the best CNN result)
 
 
@@ -163,13 +203,15 @@ def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
     Linear sub-rows; mIoU and Acc.
 
     Rows of other methods (no config of ours) show the paper's numbers only. The best CNN cluster result
-    and the best linear result of each dataset are bold (mIoU and Acc apart).
+    and the best linear result of each dataset are bold (mIoU and Acc apart). Under each ViCE model,
+    its floors (``↳ random init``, ``↳ raw colours``) per evaluation family its runs log them for.
     """
     axes = TABLE1_AXES
     paper = paper_rows(1)
     cells = collect_cells(runs, axes, paper, experiment)
     with_paper = shows_paper(runs)
     sections, gaps, other_models = [], [], []
+    has_floors = False
     for (dataset,), group in sections_in_order(cells, _section_key(axes, "data.name")).items():
         smoke = any(c.smoke for c in group)
         before, after = paper_only_rows(paper, dataset) if with_paper else ([], [])
@@ -182,6 +224,7 @@ def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
             where = f"{dataset_label(dataset, smoke)} / {model}"
             note = gap_note(cell, axes, experiment, where)
             gaps += [note] if note else []
+            floors: dict[str, list[_Table1Row]] = {label: [] for label, _ in FLOORS}
             for family in families:
                 entry = paper_by_family.get(family, {})
                 miou = _stat(cell.runs, f"eval/{family}_miou", cell, entry.get("miou"))
@@ -192,7 +235,12 @@ def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
                     )
                 kind = LINEAR if family == LINEAR else "cluster"
                 rows.append(_Table1Row((model, family_label(family)), [miou, acc], kind, vit=False))
+                shown = [(cell, f"eval/{family}_miou"), (cell, f"eval/{family}_acc")]
+                for label, floor in floor_rows(shown):
+                    floors[label].append(_Table1Row((label, family_label(family)), floor, FLOOR, vit=False))
+            rows += [row for label_rows in floors.values() for row in label_rows]
         rows += [_paper_only_row(p) for p in after]
+        has_floors = has_floors or any(row.kind == FLOOR for row in rows)
         values = [row.values for row in rows]
         for kind in ("cluster", LINEAR):
             for column in (0, 1):
@@ -207,7 +255,7 @@ def build_table1(runs: pd.DataFrame, experiment: str = "table1_main") -> Table:
         )
     notes = [_paper_only_note(list(dict.fromkeys(other_models)))] if other_models else []
     title = f"Table 1: {paper_table(1)['title']} (◇ optimal, ⋆ greedy cluster assignment)"
-    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes))
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes, has_floors))
 
 
 # Table 2 ------------------------------------------------------------------------------------------
@@ -229,12 +277,15 @@ def best_cluster(runs: pd.DataFrame) -> tuple[str | None, Stat]:
 
 
 def build_table2(runs: pd.DataFrame, experiment: str = "table2_resolution") -> Table:
-    """Table 2: the best model per dataset and resolution; best cluster mIoU (its C named) and linear mIoU."""
+    """Table 2: the best model per dataset and resolution; best cluster mIoU (its C named) and linear mIoU.
+
+    Under each row, its floors: the same cluster evaluation (same C and assignment) and linear probe.
+    """
     axes = TABLE2_AXES
     cells = collect_cells(runs, axes, paper_rows(2), experiment)
     rows: list[list[Value]] = []
     labels: list[tuple[str, ...]] = []
-    datasets: list[Any] = []
+    datasets: list[Any] = []  # per row; None for a floor row (never bold)
     gaps = []
     for cell in cells:
         dataset, size, backbone, decoder = cell.key
@@ -248,7 +299,12 @@ def build_table2(runs: pd.DataFrame, experiment: str = "table2_resolution") -> T
         labels.append(label)
         rows.append([cluster, linear, family_label(family) if family else ""])
         datasets.append(dataset)
-    for dataset in dict.fromkeys(datasets):
+        shown = [(cell, f"eval/{family}_miou" if family else None), (cell, "eval/linear_miou"), (cell, None)]
+        for floor_label, values in floor_rows(shown):
+            labels.append((*label[:2], floor_label))
+            rows.append(values)
+            datasets.append(None)
+    for dataset in dict.fromkeys(d for d in datasets if d is not None):
         for column in (0, 1):
             _bold(rows, [(r, column) for r, d in enumerate(datasets) if d == dataset])
     section = Section(
@@ -261,7 +317,7 @@ def build_table2(runs: pd.DataFrame, experiment: str = "table2_resolution") -> T
         "Cluster mIoU: the cluster evaluation (C and assignment in 'Best C') with the best mean over seeds."
     ]
     title = f"Table 2: {paper_table(2)['title']}"
-    return Table(experiment, title, (section,), _footnotes(gaps, cells, notes))
+    return Table(experiment, title, (section,), _footnotes(gaps, cells, notes, None in datasets))
 
 
 # Table 3 ------------------------------------------------------------------------------------------
@@ -285,10 +341,14 @@ def decomposition_label(cell: Cell) -> str:
 
 
 def build_table3(runs: pd.DataFrame, experiment: str = "table3_decomposition") -> Table:
-    """Table 3, as printed: per resolution a column per decomposition; rows linear mIoU and training time."""
+    """Table 3, as printed: per resolution a column per decomposition; rows linear mIoU and training time.
+
+    The floors of the mIoU row (``↳ random init``; raw colours have no linear probe) follow it.
+    """
     axes = TABLE3_AXES
     cells = collect_cells(runs, axes, paper_rows(3), experiment)
     sections, gaps = [], []
+    has_floors = False
     for (dataset, size), group in sections_in_order(
         cells, _section_key(axes, "data.name", "views.view_size")
     ).items():
@@ -312,19 +372,22 @@ def build_table3(runs: pd.DataFrame, experiment: str = "table3_decomposition") -
                     smoke=cell.smoke,
                 )
             )
-        rows: list[list[Value]] = [list(miou), list(time)]
+        floors = floor_rows([(cell, "eval/linear_miou") for cell in group])
+        has_floors = has_floors or bool(floors)
+        rows: list[list[Value]] = [list(miou), *(values for _, values in floors), list(time)]
         _bold(rows, [(0, c) for c in range(len(columns))])
+        names = ["mIoU", *(label for label, _ in floors), "Time"]
         sections.append(
             Section(
                 title=title,
                 labels=("",),
                 columns=tuple(columns),
-                rows=((("mIoU",), tuple(rows[0])), (("Time",), tuple(rows[1]))),
+                rows=tuple(((name,), tuple(row)) for name, row in zip(names, rows, strict=True)),
             )
         )
     notes = ["mIoU: linear probe. Time: wall-clock per training run (MLflow start to end), our hardware."]
     title = f"Table 3: {paper_table(3)['title']}"
-    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes))
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes, has_floors))
 
 
 # Table 4 ------------------------------------------------------------------------------------------
@@ -333,11 +396,16 @@ TABLE4_AXES = ("data.name", "eval_dataset")
 
 
 def build_table4(runs: pd.DataFrame, experiment: str = "table4_domain") -> Table:
-    """Table 4: training domain x evaluation domain, linear mIoU and pixel accuracy."""
+    """Table 4: training domain x evaluation domain, linear mIoU and pixel accuracy.
+
+    Under each row, its floors on the same evaluation domain, named in the training-domain column
+    (a floor is trained on nothing).
+    """
     axes = TABLE4_AXES
     cells = collect_cells(runs, axes, paper_rows(4), experiment)
     rows: list[list[Value]] = []
     labels, gaps = [], []
+    competing: list[int] = []  # rows that compete for the bold (not floors)
     for cell in cells:
         train, evaluated = cell.key
         paper = cell.paper[0] if cell.paper else {}
@@ -345,14 +413,18 @@ def build_table4(runs: pd.DataFrame, experiment: str = "table4_domain") -> Table
         note = gap_note(cell, axes, experiment, " → ".join(label))
         gaps += [note] if note else []
         labels.append(label)
+        competing.append(len(rows))
         rows.append(
             [
                 _stat(cell.runs, "eval/linear_miou", cell, paper.get("miou")),
                 _stat(cell.runs, "eval/linear_acc", cell, paper.get("acc")),
             ]
         )
+        for floor_label, values in floor_rows([(cell, "eval/linear_miou"), (cell, "eval/linear_acc")]):
+            labels.append((floor_label, label[1]))
+            rows.append(values)
     for column in (0, 1):
-        _bold(rows, [(r, column) for r in range(len(rows))])
+        _bold(rows, [(r, column) for r in competing])
     section = Section(
         title="",
         labels=("Training data domain", "Evaluation data domain"),
@@ -360,7 +432,8 @@ def build_table4(runs: pd.DataFrame, experiment: str = "table4_domain") -> Table
         rows=tuple((lab, tuple(row)) for lab, row in zip(labels, rows, strict=True)),
     )
     title = f"Table 4: {paper_table(4)['title']}"
-    return Table(experiment, title, (section,), _footnotes(gaps, cells))
+    floors = len(competing) < len(rows)
+    return Table(experiment, title, (section,), _footnotes(gaps, cells, floors=floors))
 
 
 # Table 5 ------------------------------------------------------------------------------------------
@@ -405,13 +478,17 @@ def _relative(stat: Stat, base: Stat) -> str:
 
 
 def build_table5(runs: pd.DataFrame, experiment: str = "table5_hparams") -> Table:
-    """Table 5: each one-parameter change from the baseline, its linear mIoU and Δ mIoU (sorted by Δ)."""
+    """Table 5: each one-parameter change from the baseline, its linear mIoU and Δ mIoU (sorted by Δ).
+
+    Under each row, its linear-probe floor (``↳ random init``), which has no Δ.
+    """
     axes = TABLE5_AXES
     entry = paper_table(5)
     baseline_config = {k: tuple(v) if isinstance(v, list) else v for k, v in entry["baseline"].items()}
     paper_baseline = [{"config": baseline_config}]
     cells = collect_cells(runs, axes, paper_baseline, experiment)
     sections, gaps = [], []
+    has_floors = False
     for (dataset,), group in sections_in_order(cells, _section_key(axes, "data.name")).items():
         smoke = any(c.smoke for c in group)
         preferred = tuple(baseline_config.get(a) for a in axes)
@@ -426,10 +503,21 @@ def build_table5(runs: pd.DataFrame, experiment: str = "table5_hparams") -> Tabl
             stat = stats[id(cell)]
             diff = stat.summary.mean - base.summary.mean if stat.summary and base.summary else None
             order = (0 if cell is base_cell else 1, diff is None, -(diff or 0.0), label)
-            entries.append((order, label, stat, _relative(stat, base) if cell is not base_cell else ""))
+            delta = _relative(stat, base) if cell is not base_cell else ""
+            entries.append((order, label, stat, delta, cell))
         entries.sort(key=lambda e: e[0])
-        rows: list[list[Value]] = [[stat, delta] for _, _, stat, delta in entries]
-        _bold(rows, [(r, 0) for r in range(len(rows))])
+        rows: list[list[Value]] = []
+        labels: list[str] = []
+        competing: list[int] = []  # rows that compete for the bold (not floors)
+        for _, label, stat, delta, cell in entries:
+            competing.append(len(rows))
+            labels.append(label)
+            rows.append([stat, delta])
+            for floor_label, values in floor_rows([(cell, "eval/linear_miou"), (cell, None)]):
+                labels.append(floor_label)
+                rows.append(values)
+        has_floors = has_floors or len(competing) < len(rows)
+        _bold(rows, [(r, 0) for r in competing])
         baseline_text = ", ".join(
             f"{HPARAM_NAMES[a]} {format_value(v)}" for a, v in zip(axes[1:], base_cell.key[1:], strict=True)
         )
@@ -438,9 +526,7 @@ def build_table5(runs: pd.DataFrame, experiment: str = "table5_hparams") -> Tabl
                 title=f"{dataset_label(dataset, smoke)}; baseline: {baseline_text}",
                 labels=("Experiment",),
                 columns=("mIoU", "Δ mIoU"),
-                rows=tuple(
-                    ((label,), tuple(row)) for (_, label, _, _), row in zip(entries, rows, strict=True)
-                ),
+                rows=tuple(((label,), tuple(row)) for label, row in zip(labels, rows, strict=True)),
             )
         )
     paper_deltas = ", ".join(entry["delta_miou"])
@@ -450,7 +536,7 @@ def build_table5(runs: pd.DataFrame, experiment: str = "table5_hparams") -> Tabl
         f"Paper Δ mIoU, rows unreadable in the source: {paper_deltas}.",
     ]
     title = f"Table 5: {entry['title']}"
-    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes))
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes, has_floors))
 
 
 # Table 6 ------------------------------------------------------------------------------------------
@@ -459,10 +545,11 @@ TABLE6_AXES = ("data.name", "model.embed_dim", "swav.num_prototypes")
 
 
 def build_table6(runs: pd.DataFrame, experiment: str = "table6_dk") -> Table:
-    """Table 6, as printed: one row of linear mIoU, one column per (D, K)."""
+    """Table 6, as printed: one row of linear mIoU, one column per (D, K); its floor (``↳ random init``) below."""
     axes = TABLE6_AXES
     cells = collect_cells(runs, axes, paper_rows(6), experiment)
     sections, gaps = [], []
+    has_floors = False
     for (dataset,), group in sections_in_order(cells, _section_key(axes, "data.name")).items():
         smoke = any(c.smoke for c in group)
         columns, values = [], []
@@ -474,18 +561,22 @@ def build_table6(runs: pd.DataFrame, experiment: str = "table6_dk") -> Table:
             values.append(
                 _stat(cell.runs, "eval/linear_miou", cell, cell.paper[0]["miou"] if cell.paper else None)
             )
-        rows: list[list[Value]] = [list(values)]
+        floors = floor_rows([(cell, "eval/linear_miou") for cell in group])
+        has_floors = has_floors or bool(floors)
+        rows: list[list[Value]] = [list(values), *(row for _, row in floors)]
         _bold(rows, [(0, c) for c in range(len(columns))])
+        names = ["mIoU", *(label for label, _ in floors)]
         sections.append(
             Section(
                 title=dataset_label(dataset, smoke),
                 labels=("(D, K)",),
                 columns=tuple(columns),
-                rows=((("mIoU",), tuple(rows[0])),),
+                rows=tuple(((name,), tuple(row)) for name, row in zip(names, rows, strict=True)),
             )
         )
     title = f"Table 6: {paper_table(6)['title']}"
-    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, ["mIoU: linear probe."]))
+    notes = ["mIoU: linear probe."]
+    return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes, has_floors))
 
 
 # Experiments, rendering and the command line --------------------------------------------------------

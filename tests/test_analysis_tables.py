@@ -13,6 +13,9 @@ The store holds (fractions in MLflow, percent in the tables):
 - fig6_random_init: per-step evaluations; Cityscapes low-res logs 400 train images on 2 ranks of 4 images
   (50 steps per epoch), high-res COCO logs no image count (plotted over steps).
 
+A second store (``floors_uri``) holds runs that also log the floors (``eval.baselines=true``:
+``eval/baseline_random_*``, ``eval/baseline_rgb_*``) for every table; see its fixture.
+
 Set ``VICE_UPDATE_GOLDEN=1`` to rewrite the golden files after an intended change, then review the diff.
 """
 
@@ -31,18 +34,25 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from analysis.cells import MixedCellError
 from analysis.figures import draw_figure, figure_data, figure_table, plot_figure
+from analysis.render import Stat
 from analysis.runs import load_runs, pending_runs, select_latest_finished
 from analysis.tables import (
+    FLOOR_NOTE,
+    FLOORS,
     build_table1,
+    build_table2,
     build_table3,
     build_table4,
     build_table5,
+    build_table6,
+    floor_metric,
     main,
     render_experiment,
     resolve_experiment,
     write_experiment,
 )
 from vice.config import Config
+from vice.evaluate.run import RANDOM_PREFIX, RGB_PREFIX
 from vice.tracking import flatten_config, param_text
 
 GOLDEN = Path(__file__).parent / "golden" / "analysis"
@@ -514,6 +524,200 @@ def test_experiment_names_resolve_to_paper_experiments() -> None:
     assert resolve_experiment("table3_decomposition_smoke") == "table3_decomposition"
     with pytest.raises(KeyError, match="names none of the paper experiments"):
         resolve_experiment("exp138")
+
+
+# Floors (eval.baselines) --------------------------------------------------------------------------
+
+
+def floors(prefix: str, **values: float) -> dict[str, float]:
+    """``floors(RANDOM_PREFIX, linear_miou=0.1)`` -> ``{"eval/baseline_random_linear_miou": 0.1}``."""
+    return {f"eval/{prefix}{name}": value for name, value in values.items()}
+
+
+@pytest.fixture(scope="module")
+def floors_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store whose runs log the floors beside the model (``eval.baselines=true``), one experiment per table.
+
+    Random init logs every family; raw colours only the cluster ones (no linear probe). Some cells log
+    no floor (Table 3's pixel cell, Table 5's D 16 -> 32, Table 6's (128, 128)): their floor is blank.
+    Table 1's raw-colour C 27◇ accuracy (70%) beats every model accuracy: it must still not be bold.
+    """
+    from mlflow.tracking import MlflowClient
+
+    tracking_uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow_floors')}/mlflow.db"
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for seed, up in enumerate((0.0, 0.02)):
+        model = {
+            "cluster27_hungarian": (0.11 + up, 0.30 + up),
+            "cluster128_majority": (0.16 + up, 0.52 + up),
+            "linear": (0.25 + up, 0.62 + up),
+        }
+        random = floors(
+            RANDOM_PREFIX,
+            cluster27_hungarian_miou=0.04 + up,
+            cluster27_hungarian_acc=0.20 + up,
+            cluster128_majority_miou=0.07 + up,
+            cluster128_majority_acc=0.40 + up,
+            linear_miou=0.08 + up,
+            linear_acc=0.45 + up,
+        )
+        rgb = floors(
+            RGB_PREFIX,
+            cluster27_hungarian_miou=0.05,
+            cluster27_hungarian_acc=0.70,
+            cluster128_majority_miou=0.06 + up,
+            cluster128_majority_acc=0.72 + up,
+        )
+        log_run(client, "table1_main", {**COCO_LOW, "seed": seed}, {**family_metrics(model), **random, **rgb})
+    city_low = {**CITY_LOW, "model.pretrained": "/weights/resnet18.pth"}
+    model = family_metrics({"cluster27_hungarian": (0.20, 0.70), "cluster128_majority": (0.22, 0.80)})
+    rgb = floors(RGB_PREFIX, cluster27_hungarian_miou=0.09, cluster128_majority_miou=0.07)
+    for seed, up in enumerate((0.0, 0.02)):
+        random = floors(
+            RANDOM_PREFIX, cluster27_hungarian_miou=0.05, cluster128_majority_miou=0.06, linear_miou=0.10 + up
+        )
+        metrics = {**model, **linear(0.31 + up), **random, **rgb}
+        log_run(client, "table2_resolution", {**city_low, "seed": seed}, metrics)
+    for method, values, random_values in (
+        ("pixel", (0.30,), ()),
+        ("grid", (0.35, 0.37), (0.21, 0.21)),
+        ("slic", (0.40, 0.44), (0.18, 0.20)),
+    ):
+        for seed, value in enumerate(values):
+            config = {**SMOKE, "regions.method": method, "regions.region_size": 8, "seed": seed}
+            metrics = linear(value)
+            if random_values:
+                metrics |= floors(RANDOM_PREFIX, linear_miou=random_values[seed])
+                metrics |= floors(RGB_PREFIX, cluster7_majority_miou=0.5)
+            log_run(client, "table3_decomposition", config, metrics, duration_s=42)
+    coco_on_city = {**COCO_LOW, "eval.dataset": "cityscapes", "eval.root": "/data/cityscapes"}
+    for seed, (miou, acc) in enumerate(((0.34, 0.86), (0.36, 0.87))):
+        random = floors(RANDOM_PREFIX, linear_miou=miou - 0.24, linear_acc=acc - 0.36)
+        rgb = floors(RGB_PREFIX, cluster27_hungarian_miou=0.06, cluster27_hungarian_acc=0.40)
+        log_run(
+            client, "table4_domain", {**coco_on_city, "seed": seed}, {**linear(miou, acc), **random, **rgb}
+        )
+    base = {**SMOKE, "views.mask_ratio": 0.5, "swav.num_prototypes": 16, "model.embed_dim": 16}
+    for seed, value in enumerate((0.20, 0.22)):
+        metrics = {**linear(value), **floors(RANDOM_PREFIX, linear_miou=0.10)}
+        log_run(client, "table5_hparams", {**base, "seed": seed}, metrics)
+    metrics = {**linear(0.23), **floors(RANDOM_PREFIX, linear_miou=0.11)}
+    log_run(client, "table5_hparams", {**base, "views.mask_ratio": 0.25, "seed": 0}, metrics)
+    log_run(client, "table5_hparams", {**base, "model.embed_dim": 32, "seed": 0}, linear(0.19))
+    coco = {**COCO_HIGH, "model.embed_dim": 64, "swav.num_prototypes": 128}
+    for seed, (value, random_value) in enumerate(((0.27, 0.05), (0.28, 0.06))):
+        metrics = {**linear(value), **floors(RANDOM_PREFIX, linear_miou=random_value)}
+        log_run(client, "table6_dk", {**coco, "seed": seed}, metrics)
+    log_run(client, "table6_dk", {**coco, "model.embed_dim": 128, "seed": 0}, linear(0.29))
+    return tracking_uri
+
+
+def test_floor_prefixes_are_the_evaluations() -> None:
+    assert [prefix for _, prefix in FLOORS] == [RANDOM_PREFIX, RGB_PREFIX]
+    assert (
+        floor_metric("eval/cluster27_hungarian_miou", RGB_PREFIX)
+        == "eval/baseline_rgb_cluster27_hungarian_miou"
+    )
+
+
+def ours(values: tuple[Any, ...]) -> list[str]:
+    """Each value as printed: a Stat's ours (bold marked ``**``), a text value as is."""
+    return [(f"**{v.ours()}**" if v.bold else v.ours()) if isinstance(v, Stat) else v for v in values]
+
+
+def test_table1_floors_follow_each_model_per_family_and_are_never_bold(floors_uri: str) -> None:
+    table = build_table1(load_runs(floors_uri, ["table1_main"]))
+    coco = dict(table.sections[0].rows)
+    assert [labels for labels in coco if "ViCE (low-res)" in labels or labels[0].startswith("↳")] == [
+        *[("ViCE (low-res)", e) for e in VICE_FAMILIES],
+        ("↳ random init", "C 27◇"),
+        ("↳ random init", "C 128⋆"),
+        ("↳ random init", "Linear"),
+        ("↳ raw colours", "C 27◇"),
+        ("↳ raw colours", "C 128⋆"),
+    ]
+    assert ours(coco[("ViCE (low-res)", "C 128⋆")]) == ["**17.00 ± 1.41 (2)**", "**53.00 ± 1.41 (2)**"]
+    assert ours(coco[("↳ random init", "C 27◇")]) == ["5.00 ± 1.41 (2)", "21.00 ± 1.41 (2)"]
+    assert ours(coco[("↳ random init", "Linear")]) == ["9.00 ± 1.41 (2)", "46.00 ± 1.41 (2)"]
+    assert ours(coco[("↳ raw colours", "C 27◇")]) == ["5.00 ± 0.00 (2)", "70.00 ± 0.00 (2)"]  # above 53.00
+    assert [(v.paper_str(), v.delta()) for v in coco[("↳ random init", "Linear")]] == [("", "")] * 2
+    assert table.footnotes[-1] == FLOOR_NOTE
+    check_golden("table1_main_floors_compare.md", render_experiment(floors_uri, "table1_main", compare=True))
+
+
+def test_table2_floors_use_the_rows_cluster_evaluation(floors_uri: str) -> None:
+    table = build_table2(load_runs(floors_uri, ["table2_resolution"]))
+    (section,) = table.sections
+    rows = [(labels, ours(values)) for labels, values in section.rows if labels[0] == "Cityscapes"]
+    assert rows[:3] == [
+        (("Cityscapes", "Low", "RN18, FPN"), ["22.00 ± 0.00 (2)", "32.00 ± 1.41 (2)", "C 128⋆"]),
+        (("Cityscapes", "Low", "↳ random init"), ["6.00 ± 0.00 (2)", "11.00 ± 1.41 (2)", ""]),
+        (("Cityscapes", "Low", "↳ raw colours"), ["7.00 ± 0.00 (2)", "", ""]),  # C 128⋆, not the better C 27◇
+    ]
+    check_golden("table2_resolution_floors.md", render_experiment(floors_uri, "table2_resolution"))
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "latex", "csv"])
+def test_table3_floor_row_under_the_miou_row(floors_uri: str, fmt: str) -> None:
+    table = build_table3(load_runs(floors_uri, ["table3_decomposition"]))
+    (section,) = table.sections
+    assert [(labels, ours(values)) for labels, values in section.rows[:2]] == [
+        (("mIoU",), ["30.00 (1)†", "36.00 ± 1.41 (2)†", "**42.00 ± 2.83 (2)†**"]),
+        (("↳ random init",), ["", "21.00 ± 0.00 (2)†", "19.00 ± 1.41 (2)†"]),  # no raw colours: linear
+    ]
+    assert [labels for labels, _ in section.rows[2:]] == [("Time",)]
+    text = render_experiment(floors_uri, "table3_decomposition", fmt=fmt)
+    check_golden(
+        f"table3_decomposition_floors.{ {'markdown': 'md', 'latex': 'tex', 'csv': 'csv'}[fmt] }", text
+    )
+
+
+def test_table4_floor_is_named_in_the_training_domain_column(floors_uri: str) -> None:
+    table = build_table4(load_runs(floors_uri, ["table4_domain"]))
+    (section,) = table.sections
+    assert [(labels, ours(values)) for labels, values in section.rows] == [
+        (("Cityscapes", "Cityscapes"), ["—", "—"]),
+        (("COCO", "Cityscapes"), ["35.00 ± 1.41 (2)", "86.50 ± 0.71 (2)"]),  # alone: a floor never competes
+        (("↳ random init", "Cityscapes"), ["11.00 ± 1.41 (2)", "50.50 ± 0.71 (2)"]),
+    ]
+    check_golden(
+        "table4_domain_floors_compare.md", render_experiment(floors_uri, "table4_domain", compare=True)
+    )
+
+
+def test_table5_floors_follow_their_row_and_keep_the_delta_order(floors_uri: str) -> None:
+    table = build_table5(load_runs(floors_uri, ["table5_hparams"]))
+    (section,) = table.sections
+    assert [(labels[0], ours(values)) for labels, values in section.rows] == [
+        ("baseline", ["21.00 ± 1.41 (2)†", ""]),
+        ("↳ random init", ["10.00 ± 0.00 (2)†", ""]),
+        ("mask coverage 0.5 → 0.25", ["**23.00 (1)†**", "+2.00 (+9.5%)"]),
+        ("↳ random init", ["11.00 (1)†", ""]),
+        ("D 16 → 32", ["19.00 (1)†", "-2.00 (-9.5%)"]),
+    ]
+    check_golden("table5_hparams_floors.md", render_experiment(floors_uri, "table5_hparams"))
+
+
+def test_table6_floor_row_blank_where_a_cell_logs_none(floors_uri: str) -> None:
+    table = build_table6(load_runs(floors_uri, ["table6_dk"]))
+    (section,) = table.sections
+    miou, floor = (dict(zip(section.columns, values, strict=True)) for _, values in section.rows)
+    assert [labels for labels, _ in section.rows] == [("mIoU",), ("↳ random init",)]
+    assert (miou["(64, 128)"].ours(), floor["(64, 128)"].ours()) == ("27.50 ± 0.71 (2)", "5.50 ± 0.71 (2)")
+    assert miou["(128, 128)"].bold and floor["(128, 128)"] == ""
+    check_golden("table6_dk_floors.md", render_experiment(floors_uri, "table6_dk"))
+
+
+def test_floors_are_not_plotted_and_files_name_them(floors_uri: str, tmp_path: Path) -> None:
+    outputs = write_experiment(floors_uri, "table3_decomposition", tmp_path)
+    plotted = pd.read_csv(tmp_path / "table3_decomposition_plot.csv")
+    assert list(plotted["series"]) == [
+        "FPN 1px +mask 25%",
+        "FPN grid 8px +mask 25%",
+        "FPN super 8px +mask 25%",
+    ]
+    np.testing.assert_allclose(plotted["mean"], [30.0, 36.0, 42.0])
+    assert "| ↳ random init |" in outputs.markdown
 
 
 # Figures -----------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -14,15 +16,20 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from vice.checkpoint import list_checkpoints
 from vice.config import Config, register_schema, to_config
 from vice.job import (
     ERROR_FILE,
+    LOCK_FILE,
+    RunDirBusyError,
     compute_run_key,
     display_overrides,
     is_smoke,
     job_dir,
+    lock_holder,
+    lock_run_dir,
     run_job,
     semantic_config,
 )
@@ -30,6 +37,8 @@ from vice.tracking import prepare_tracking, start_parent_run
 
 EXPERIMENT = "table3_decomposition_smoke"
 CHECKPOINT_WAIT_S = 240
+#: Deadline for child processes that must stop on their own (a hang fails instead of blocking).
+CHILD_WAIT_S = 240
 
 
 def smoke_config(*overrides: str) -> Config:
@@ -147,6 +156,116 @@ def test_failed_job_closes_its_run_failed_and_leaves_the_error(
     assert run.data.tags["mlflow.parentRunId"] == parent
     error_file = Path(cfg.run_dir) / ERROR_FILE
     assert error_file.read_text().startswith("Traceback") and message in error_file.read_text()
+    lock_run_dir(Path(cfg.run_dir)).close()  # the failed job let go of its run dir
+
+
+def test_lock_holder_names_host_pid_and_slurm_job() -> None:
+    host, pid = socket.gethostname(), os.getpid()
+    array = {"SLURM_JOB_ID": "12", "SLURM_ARRAY_JOB_ID": "9", "SLURM_ARRAY_TASK_ID": "3"}
+    assert lock_holder(array).startswith(f"host {host}, pid {pid}, SLURM job 9_3, since ")
+    assert lock_holder({"SLURM_JOB_ID": "12"}).startswith(f"host {host}, pid {pid}, SLURM job 12, since ")
+    assert lock_holder({}).startswith(f"host {host}, pid {pid}, no SLURM job, since ")
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from vice.job import lock_run_dir
+held = lock_run_dir(Path(sys.argv[1]))
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_second_job_for_a_run_dir_fails_at_once_and_changes_nothing_until_the_first_dies(
+    store: tuple[str, str, str], tmp_path: Path
+) -> None:
+    uri, experiment_id, parent = store
+    cfg = tracked(smoke_config(), tmp_path, uri, parent)
+    run_dir = Path(cfg.run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_00000002.pt").write_bytes(b"the first job's checkpoint")
+    (run_dir / "mlflow_run_id").write_text("the-first-jobs-run\n")
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline() == "locked\n"
+        before = _snapshot(run_dir)
+        assert before[LOCK_FILE].decode().startswith(f"host {socket.gethostname()}, pid {first.pid}, ")
+
+        with pytest.raises(RunDirBusyError) as busy:
+            run_job(cfg)
+
+        message = str(busy.value)
+        assert message.startswith(
+            f"run dir {run_dir} is in use by another job (host {socket.gethostname()}, "
+        )
+        assert f"pid {first.pid}, no SLURM job, since " in message
+        assert _snapshot(run_dir) == before  # no config.yaml, no error.txt, the checkpoint untouched
+        assert child_runs(uri, experiment_id) == []
+    finally:
+        first.kill()  # SIGKILL: no cleanup, as the OOM killer or a node failure would
+        first.wait()
+    lock_run_dir(run_dir).close()  # the kernel dropped the dead job's lock; its stale file blocks nothing
+
+
+RUN_RANK = """
+import sys
+from omegaconf import OmegaConf
+from vice.config import to_config
+from vice.job import run_job
+run_job(to_config(OmegaConf.load(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_every_rank_of_a_duplicate_ddp_job_stops_when_rank_0_finds_the_run_dir_locked(
+    store: tuple[str, str, str], tmp_path: Path
+) -> None:
+    from omegaconf import OmegaConf
+
+    uri, experiment_id, parent = store
+    cfg = tracked(smoke_config("train.device=cpu"), tmp_path, uri, parent)
+    config_file = tmp_path / "job.yaml"
+    OmegaConf.save(OmegaConf.structured(cfg), config_file)
+    held = lock_run_dir(Path(cfg.run_dir))  # the first job
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ranks = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+        env["MASTER_PORT"] = str(port)
+        ranks.append(
+            subprocess.Popen(
+                [sys.executable, "-c", RUN_RANK, str(config_file)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        wait_for(lambda: all(p.poll() is not None for p in ranks), "both ranks to stop", CHILD_WAIT_S, 0.2)
+    finally:
+        for process in ranks:
+            process.kill()
+        held.close()
+    last_lines = [p.communicate()[1].strip().splitlines()[-1] for p in ranks]  # torch adds "[rankN]: "
+    assert [p.returncode for p in ranks] == [1, 1]
+    busy = f"vice.job.RunDirBusyError: run dir {cfg.run_dir} is in use by another job (host "
+    assert busy in last_lines[0]
+    assert f"vice.job.RunDirBusyError: rank 0 found run dir {cfg.run_dir} in use" in last_lines[1]
+    assert sorted(p.name for p in Path(cfg.run_dir).iterdir()) == [LOCK_FILE]
+    assert child_runs(uri, experiment_id) == []
 
 
 def test_job_tags_the_mapping_fit_set_it_evaluated_with(store: tuple[str, str, str], tmp_path: Path) -> None:

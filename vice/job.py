@@ -8,7 +8,8 @@ continues both instead of starting over.
 
 Life cycle of :func:`run_job` (only rank 0 of a DDP job logs, checkpoints or writes files):
 
-1. validate the config, check the run dir matches the run key;
+1. validate the config, check the run dir matches the run key, and lock the run dir (:func:`lock_run_dir`):
+   a second job for the same run dir (submitted twice) fails at once, changing nothing;
 2. open (or re-attach to) the MLflow child run under the sweep's parent, log the flattened config;
 3. train, with intermediate evaluations every ``train.eval_every`` steps;
 4. evaluate the final model, log the metrics, the evaluation tags and the pictures;
@@ -24,12 +25,17 @@ with cloudpickle, and ``vice-sweep`` imports this module only to name it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import socket
+import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import IO
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -77,6 +83,7 @@ DEFAULT_OUTPUT_DIR = "outputs"
 RUNS_DIR = "runs"
 #: Files a job leaves in its run dir.
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = "job.lock"
 ERROR_FILE = "error.txt"
 CHECKPOINT_PATH_FILE = "checkpoint_path.txt"
 EVAL_DIR = "eval"
@@ -85,6 +92,60 @@ ERROR_TAG_LINES = 20
 #: Metric (logged once, at step 0) holding the number of training images: with ``data.batch_size`` and
 #: ``train/world_size`` it turns training steps into epochs (Fig. 6).
 NUM_IMAGES_METRIC = "train/num_images"
+
+
+class RunDirBusyError(RuntimeError):
+    """Another live job holds the run dir's lock (the same job was submitted twice)."""
+
+
+def lock_holder(environ: Mapping[str, str] | None = None) -> str:
+    """Who this process is, as written into the lock file: host, pid, SLURM job (if any), start time."""
+    env = os.environ if environ is None else environ
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        slurm = f"SLURM job {env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    elif "SLURM_JOB_ID" in env:
+        slurm = f"SLURM job {env['SLURM_JOB_ID']}"
+    else:
+        slurm = "no SLURM job"
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    return f"host {socket.gethostname()}, pid {os.getpid()}, {slurm}, since {since}"
+
+
+def lock_run_dir(run_dir: Path) -> IO[str]:
+    """Take the run dir's exclusive lock for as long as the returned file stays open, or fail at once.
+
+    The lock is an ``flock`` on ``<run_dir>/job.lock``: the kernel drops it when the process ends, however
+    it ends (SIGKILL, out of memory), so a stale file never blocks a resubmitted job. The file names the
+    last holder (:func:`lock_holder`) for the error of a job that finds the lock taken. Across nodes this
+    needs a file system whose ``flock`` is cluster-wide: NFS (Linux maps it to NFS locks) or Lustre
+    mounted with ``-o flock`` (with ``localflock`` it only guards within a node).
+
+    Args:
+        run_dir: the job's run dir (created if missing).
+
+    Returns:
+        The open lock file; closing it releases the lock.
+
+    Raises:
+        RunDirBusyError: another process holds the lock; nothing in the run dir was changed.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "a process that has not written its name yet"
+        handle.close()
+        raise RunDirBusyError(
+            f"run dir {run_dir} is in use by another job ({holder}): the same job was submitted twice. "
+            f"This one changed nothing; let the other finish, or cancel it and re-run vice-sweep "
+            f"(lock: {path})"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{lock_holder()}\n")
+    handle.flush()
+    return handle
 
 
 def semantic_config(cfg: Config) -> dict[str, str]:
@@ -277,6 +338,31 @@ def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> d
     return metrics
 
 
+def _stop_if_busy(busy: RunDirBusyError | None, run_dir: Path, device_name: str) -> None:
+    """Raise ``busy`` on every rank of the job when rank 0 found the run dir locked by another job.
+
+    Only rank 0 writes into the run dir, so only it locks; the ranks then join the job's process group
+    (which the trainer joins anyway) and agree, so that a duplicate job's other ranks stop with its rank
+    0 instead of waiting for it in the rendezvous.
+
+    Args:
+        busy: rank 0's error from :func:`lock_run_dir`; None when it holds the lock, and on other ranks.
+        run_dir: the job's run dir, for the other ranks' message.
+        device_name: ``train.device``, which picks the process group's backend.
+    """
+    from vice.dist import any_rank, cleanup, init_distributed
+    from vice.train import resolve_device
+
+    device = resolve_device(device_name)
+    init_distributed(device.type)
+    if any_rank(busy is not None, device):
+        cleanup()
+        raise busy or RunDirBusyError(
+            f"rank 0 found run dir {run_dir} in use by another job (its error names the holder): this rank "
+            "stops with it"
+        )
+
+
 def run_job(cfg: Config) -> dict[str, float]:
     """Train and evaluate one job, recording it in its MLflow run; resumes from ``cfg.run_dir``.
 
@@ -290,6 +376,8 @@ def run_job(cfg: Config) -> dict[str, float]:
     Raises:
         RuntimeError: the run dir is not the one of this config's run key (the job's config differs
             from the one ``vice-sweep`` validated).
+        RunDirBusyError: another live job holds the run dir (:func:`lock_run_dir`); this one changed
+            nothing, neither the checkpoints nor the MLflow run.
     """
     from vice.dist import read_dist_env
 
@@ -303,26 +391,39 @@ def run_job(cfg: Config) -> dict[str, float]:
             "variable or a config file changed in between?); re-run vice-sweep"
         )
     main_process = read_dist_env().rank == 0
+    lock: IO[str] | None = None
+    busy: RunDirBusyError | None = None
+    if main_process:
+        try:
+            lock = lock_run_dir(run_dir)
+        except RunDirBusyError as error:
+            busy = error
     logger: RunLogger = NullLogger()
     try:
+        try:
+            if lock is not None:
+                (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+                (run_dir / ERROR_FILE).unlink(missing_ok=True)
+                logger = _open_logger(cfg, run_key)
+            _stop_if_busy(busy, run_dir, cfg.train.device)
+            metrics = _train_and_evaluate(cfg, logger, main_process)
+        except RunDirBusyError:  # the other job's run dir and MLflow run stay as they are
+            raise
+        except Exception as error:
+            log.exception("job %s failed", run_dir)
+            if main_process:
+                _record_failure(run_dir, logger, error)
+            raise
+        except BaseException:  # a signal exit: a requeued or re-submitted job re-attaches to the run
+            if main_process:
+                _close_quietly(logger, "KILLED")
+            raise
         if main_process:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-            (run_dir / ERROR_FILE).unlink(missing_ok=True)
-            logger = _open_logger(cfg, run_key)
-        metrics = _train_and_evaluate(cfg, logger, main_process)
-    except Exception as error:
-        log.exception("job %s failed", run_dir)
-        if main_process:
-            _record_failure(run_dir, logger, error)
-        raise
-    except BaseException:  # a signal exit: a requeued or re-submitted job re-attaches to the run
-        if main_process:
-            _close_quietly(logger, "KILLED")
-        raise
-    if main_process:
-        logger.close("FINISHED")
-    return metrics
+            logger.close("FINISHED")
+        return metrics
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 def hydra_task(raw: DictConfig) -> dict[str, float]:

@@ -15,10 +15,12 @@ What happens, in order (nothing is submitted until every check has passed):
    typed schema and validated; its dataset roots and weights must exist, and its datasets must be
    the experiment's own;
 2. each job gets its run key (:func:`vice.job.compute_run_key`) and its deterministic run dir;
-   MLflow says which are done, running, failed or still to do: that is the plan (``--plan`` stops here);
+   MLflow says which are done, running, failed or still to do, and SLURM (``squeue``, ``sacct``) which of
+   the runs MLflow shows RUNNING are really dead (killed without cleanup: SIGKILL, out of memory, a
+   node failure): that is the plan (``--plan`` stops here);
 3. the submitting process creates the MLflow store, the experiment and the sweep's parent run;
-4. the jobs still to do (and the failed ones, which resume from their checkpoints into their own
-   runs) go to hydra-submitit-launcher, one launch per resource class (time limit), under one sweep id;
+4. the jobs still to do (and the failed and dead ones, which resume from their checkpoints into their
+   own runs) go to hydra-submitit-launcher, one launch per resource class (time limit), under one sweep id;
    ``launch`` blocks until they end, so keep this process alive (tmux on a login node);
 5. every failed job is listed with its error's last lines and its log, and the command to browse
    the runs is printed.
@@ -36,9 +38,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +72,9 @@ SINFO_TIMEOUT_S = 3
 USABLE_NODE_STATES = ("idle", "mix", "alloc")
 SWEEPS_SUBDIR = "sweeps"
 
-#: Plan states, and the MLflow statuses they come from.
-DONE, RUNNING, FAILED, TODO = "done", "running", "failed", "to do"
-STATES = (DONE, RUNNING, FAILED, TODO)
+#: Plan states, and the MLflow statuses they come from; "dead" is a RUNNING run whose SLURM job ended.
+DONE, RUNNING, DEAD, FAILED, TODO = "done", "running", "dead", "failed", "to do"
+STATES = (DONE, RUNNING, DEAD, FAILED, TODO)
 MLFLOW_STATES = {
     "FINISHED": DONE,
     "RUNNING": RUNNING,
@@ -100,6 +102,26 @@ PROGRESS_BAR = "%|"
 MAX_LISTED_PROBLEMS = 20
 #: Seconds between checks while waiting for SLURM jobs the launcher gave up on.
 WAIT_POLL_S = 5
+#: SLURM job states after which a job never runs again (sacct and squeue spell them alike). Every
+#: other state (PENDING, RUNNING, REQUEUED, SUSPENDED, a held requeue, ...) counts as alive, so that
+#: an unfamiliar state never gets a live job submitted twice.
+SLURM_ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "TIMEOUT",
+    }
+)
+#: What the plan says of a SLURM job that neither squeue nor sacct knows.
+SLURM_UNKNOWN_JOB = "unknown to SLURM"
+SLURM_QUERY_TIMEOUT_S = 60
 
 
 class SweepError(ValueError):
@@ -127,11 +149,20 @@ class Job:
 
 @dataclass(frozen=True)
 class RunState:
-    """What MLflow knows of a run key: the status of its best run, its id and its tags."""
+    """What MLflow knows of a run key: the status of its best run, its id and its tags.
+
+    Attributes:
+        status: the MLflow run status (RUNNING, FINISHED, FAILED, KILLED, SCHEDULED).
+        run_id: the MLflow run id.
+        tags: the run's tags (``slurm_job_id``, ``slurm_array_id``, log paths, ...).
+        slurm_state: for a RUNNING run of a SLURM job, what SLURM says of that job (``RUNNING``,
+            ``CANCELLED``, :data:`SLURM_UNKNOWN_JOB`); None when SLURM was not asked or did not answer.
+    """
 
     status: str
     run_id: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    slurm_state: str | None = None
 
 
 # Experiments and launchers ------------------------------------------------------------------------
@@ -508,8 +539,153 @@ def fetch_states(tracking_uri: str, experiment: str) -> tuple[dict[str, RunState
 
 
 def plan_state(state: RunState | None) -> str:
-    """The plan state of a job: done, running, failed or to do."""
-    return TODO if state is None else MLFLOW_STATES.get(state.status, FAILED)
+    """The plan state of a job: done, running, dead (a RUNNING run whose SLURM job ended), failed or to do."""
+    if state is None:
+        return TODO
+    planned = MLFLOW_STATES.get(state.status, FAILED)
+    if planned == RUNNING and state.slurm_state is not None and not slurm_job_alive(state.slurm_state):
+        return DEAD
+    return planned
+
+
+def plan_label(state: RunState | None) -> str:
+    """A job's plan state as the plan shows it, with SLURM's word on a running one.
+
+    E.g. ``dead (SLURM 12_3: CANCELLED)``, ``running (SLURM 12_3: PENDING)``, ``running`` (no SLURM job).
+    """
+    planned = plan_state(state)
+    if state is None or state.slurm_state is None:
+        return planned
+    return f"{planned} (SLURM {slurm_job_id(state.tags)}: {state.slurm_state})"
+
+
+# SLURM: is a RUNNING run's job alive? ---------------------------------------------------------------
+
+
+def slurm_job_id(tags: Mapping[str, str]) -> str | None:
+    """The SLURM job of a run, as squeue and sacct name it: ``<array>_<task>`` for an array task.
+
+    An array task's ``SLURM_JOB_ID`` (the ``slurm_job_id`` tag) can equal the array's own id, which
+    sacct expands to every task, so the array id wins.
+    """
+    return tags.get("slurm_array_id") or tags.get("slurm_job_id")
+
+
+def parse_job_states(output: str) -> dict[str, str]:
+    """Job id -> state from ``sacct -n -X -P -o JobID,State`` or ``squeue -h -o %i|%T`` output.
+
+    ``CANCELLED by 1000`` becomes ``CANCELLED``; when an id is listed twice (sacct after the controller's
+    job ids restarted), the last line, the newest job, wins.
+    """
+    states = {}
+    for line in output.splitlines():
+        job_id, sep, state = line.partition("|")
+        if sep and job_id.strip() and state.split():
+            states[job_id.strip()] = state.split()[0]
+    return states
+
+
+def slurm_job_alive(state: str) -> bool:
+    """True unless ``state`` says the job ended for good (:data:`SLURM_ENDED_STATES`, or unknown to SLURM)."""
+    return state != SLURM_UNKNOWN_JOB and state not in SLURM_ENDED_STATES
+
+
+class SlurmQueryError(RuntimeError):
+    """Neither squeue nor sacct answered."""
+
+
+def _slurm_command(command: list[str]) -> tuple[dict[str, str], str | None]:
+    """Run a SLURM query; its parsed states, or the reason it gave none."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=SLURM_QUERY_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return {}, f"{command[0]}: {error}"
+    if done.returncode != 0:
+        return {}, f"{command[0]}: {done.stderr.strip() or f'exit status {done.returncode}'}"
+    return parse_job_states(done.stdout), None
+
+
+def query_slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """What SLURM says of each job: the controller's state (squeue), else the accounting's (sacct).
+
+    The controller knows every queued and running job (and those that ended in the last
+    ``MinJobAge``); accounting knows every job, but may lag behind it.
+
+    Returns:
+        Job id -> state for the jobs SLURM knows.
+
+    Raises:
+        SlurmQueryError: neither command answered.
+    """
+    ids = ",".join(job_ids)
+    queued, queue_error = _slurm_command(["squeue", "-h", "--states=all", "-o", "%i|%T", "-j", ids])
+    if queue_error is not None and "Invalid job id" in queue_error:  # none of them is in the controller
+        queue_error = None
+    accounted, acct_error = _slurm_command(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ids])
+    if queue_error is not None and acct_error is not None:
+        raise SlurmQueryError(f"{queue_error}; {acct_error}")
+    return {**accounted, **queued}
+
+
+def check_slurm(
+    states: Mapping[str, RunState], query: Callable[[Sequence[str]], dict[str, str]] = query_slurm_states
+) -> dict[str, RunState]:
+    """Ask SLURM about every run MLflow shows RUNNING that ran as a SLURM job.
+
+    A job killed without cleanup (SIGKILL, out of memory, node failure) leaves its run RUNNING for good;
+    SLURM knows it ended. Runs without SLURM tags (local launcher) stay as they are.
+
+    Args:
+        states: :func:`fetch_states`'s run key -> state.
+        query: job ids -> SLURM states (:func:`query_slurm_states`).
+
+    Returns:
+        ``states`` with ``slurm_state`` set on those runs (:data:`SLURM_UNKNOWN_JOB` for a job SLURM does
+        not know); unchanged, with a warning, when SLURM does not answer.
+    """
+    asked = {
+        key: job_id
+        for key, state in states.items()
+        if state.status == "RUNNING" and (job_id := slurm_job_id(state.tags)) is not None
+    }
+    if not asked:
+        return dict(states)
+    try:
+        found = query(sorted(set(asked.values())))
+    except SlurmQueryError as error:
+        log.warning("could not ask SLURM whether %d running job(s) are alive: %s", len(asked), error)
+        return dict(states)
+    checked = dict(states)
+    for key, job_id in asked.items():
+        checked[key] = replace(states[key], slurm_state=found.get(job_id, SLURM_UNKNOWN_JOB))
+    return checked
+
+
+def jobs_to_submit(
+    jobs: Sequence[Job], states: Mapping[str, RunState], resubmit_running: bool
+) -> tuple[list[Job], list[Job]]:
+    """The jobs to submit (to do, failed, dead) and the running ones left alone.
+
+    Args:
+        jobs: the sweep's jobs.
+        states: run key -> state, after :func:`check_slurm`.
+        resubmit_running: also submit running jobs SLURM could not vouch for (no SLURM job: local
+            launcher, or SLURM did not answer); a job SLURM says is alive is never submitted again.
+
+    Returns:
+        ``(to submit, left alone)``.
+    """
+    submit: list[Job] = []
+    left: list[Job] = []
+    for job in jobs:
+        state = states.get(job.run_key)
+        planned = plan_state(state)
+        if planned in (TODO, FAILED, DEAD):
+            submit.append(job)
+        elif planned == RUNNING:
+            vouched = state is not None and state.slurm_state is not None
+            (submit if resubmit_running and not vouched else left).append(job)
+    return submit, left
 
 
 # The plan -----------------------------------------------------------------------------------------
@@ -534,10 +710,11 @@ def plan_table(jobs: Sequence[Job], states: Mapping[str, RunState], gpus: int) -
         state = plan_state(states.get(job.run_key))
         totals[state] += 1
         hours = gpus * training_hours(job.config)
-        if state in (FAILED, TODO):
+        if state in (DEAD, FAILED, TODO):
             to_run_hours += hours
         shown = " ".join(o for o in display_overrides(job.overrides) if o not in common)
-        rows.append([job.index, state, job.run_key, shown or "-", f"{hours:.1f}" if gpus else "-"])
+        label = plan_label(states.get(job.run_key))
+        rows.append([job.index, label, job.run_key, shown or "-", f"{hours:.1f}" if gpus else "-"])
     table = tabulate(rows, headers=["#", "state", "run_key", "overrides", "est. GPU-h"])
     summary = ", ".join(f"{totals[s]} {s}" for s in STATES)
     cost = f"; about {to_run_hours:.0f} GPU-h to run (rough, from the paper's step time)" if gpus else ""
@@ -742,7 +919,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resubmit-running",
         action="store_true",
-        help="also submit jobs MLflow shows as RUNNING (do this only when they are dead, e.g. after a node crash)",
+        help="also submit jobs MLflow shows as RUNNING that SLURM cannot vouch for (local launcher, or SLURM "
+        "not answering): only when they are dead; SLURM jobs that ended are resubmitted without it",
     )
     return parser
 
@@ -842,20 +1020,26 @@ def _parent_run(sweep: Sweep, sweep_id: str, parents: Sequence[Any], experiment_
     return start_parent_run(sweep.tracking_uri, experiment_id, sweep_id, tags=tags)
 
 
-def run_sweep(sweep: Sweep, sweep_id: str, resubmit_running: bool) -> int:
-    """Create the tracking, launch what is to do, report failures. Returns the exit status (0 = all done)."""
+def run_sweep(sweep: Sweep, sweep_id: str, states: Mapping[str, RunState], resubmit_running: bool) -> int:
+    """Create the tracking, launch what is to do, report failures. Returns the exit status (0 = all done).
+
+    Args:
+        sweep: from :func:`prepare`.
+        sweep_id: the sweep (its parent run) to launch under.
+        states: the plan's run states (:func:`fetch_states`, then :func:`check_slurm`).
+        resubmit_running: see :func:`jobs_to_submit`.
+    """
     from hydra import compose, initialize_config_dir
 
     from vice.tracking import end_run, prepare_tracking
 
-    states, _ = fetch_states(sweep.tracking_uri, sweep.experiment)
-    wanted = {FAILED, TODO} | ({RUNNING} if resubmit_running else set())
-    todo = [j for j in sweep.jobs if plan_state(states.get(j.run_key)) in wanted]
-    running = [j for j in sweep.jobs if plan_state(states.get(j.run_key)) == RUNNING and not resubmit_running]
+    todo, running = jobs_to_submit(sweep.jobs, states, resubmit_running)
     if running:
-        print(
-            f"{len(running)} job(s) look running in MLflow and are left alone (--resubmit-running if they are dead)"
+        unvouched = sum(states[j.run_key].slurm_state is None for j in running)
+        hint = (
+            f" ({unvouched} without SLURM's word: --resubmit-running if they are dead)" if unvouched else ""
         )
+        print(f"{len(running)} job(s) are running and left alone{hint}")
     if not todo:
         print(f"nothing to submit: every job of {sweep.experiment} is done or running")
         print(browse_hint(sweep.tracking_uri, sweep.experiment, sweep_id))
@@ -912,7 +1096,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)
     try:
         sweep = prepare(args)
-        states, _ = fetch_states(sweep.tracking_uri, sweep.experiment)
+        states = check_slurm(fetch_states(sweep.tracking_uri, sweep.experiment)[0])
         gpus = launcher_gpus(sweep.master.hydra.launcher)
         print(f"experiment {sweep.experiment}; launcher {sweep.launcher} ({sweep.launcher_reason})")
         print(f"MLflow store {sweep.tracking_uri}")
@@ -922,7 +1106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.plan:
             return 0
         sweep_id = args.sweep_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        return run_sweep(sweep, sweep_id, args.resubmit_running)
+        return run_sweep(sweep, sweep_id, states, args.resubmit_running)
     except SweepError as error:
         print(f"vice-sweep: nothing submitted: {error}", file=sys.stderr)
         return 2
