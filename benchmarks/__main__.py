@@ -83,9 +83,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_benchmarks(
-    device: torch.device, quick: bool, sections: list[str], workers: int | None = None, command: str = ""
+    device: torch.device,
+    quick: bool,
+    sections: list[str],
+    workers: int | None = None,
+    command: str = "",
+    on_section: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``sections`` in report order; return the results with ``meta`` and ``targets``."""
+    """Run ``sections`` in report order; return the results with ``meta`` and ``targets``.
+
+    ``on_section`` gets the results so far (with their targets) after every section, so that a run cut
+    short (a lent GPU's time limit) keeps what it measured.
+    """
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown sections {unknown}: choose from {list(SECTIONS)}")
@@ -111,6 +120,8 @@ def run_benchmarks(
         results[name] = SECTIONS[name](device, quick, workers)
         meta["section_seconds"][name] = round(time.perf_counter() - start, 1)
         meta["load_average"][f"after_{name}"] = load_average()
+        if on_section is not None:
+            on_section({**results, "targets": [t.to_dict() for t in evaluate_targets(results)]})
     meta["load_average"]["end"] = load_average()
     results["targets"] = [t.to_dict() for t in evaluate_targets(results)]
     return results
@@ -144,9 +155,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(str(err)) from err
     sections = args.only or list(SECTIONS)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
-    results = run_benchmarks(device, args.quick, sections, args.workers, command.strip())
-    out_dir = args.out or RESULTS_ROOT / slug(results["meta"]["device_name"])
+    out_dir = args.out or RESULTS_ROOT / slug(machine(device)["device_name"])
     stem = "benchmark" + ("-quick" if args.quick else "") + ("-" + "-".join(args.only) if args.only else "")
+    results = run_benchmarks(
+        device,
+        args.quick,
+        sections,
+        args.workers,
+        command.strip(),
+        on_section=lambda partial: write_results(partial, out_dir, stem),  # kept if the run is cut short
+    )
     json_path, md_path = write_results(results, out_dir, stem)
     print(render_markdown(results))
     log.info("wrote %s and %s", json_path, md_path)

@@ -327,3 +327,19 @@ def test_without_opencv_contrib_pooling_and_data_fall_back_to_grid_cells(monkeyp
     assert results["data"]["region_method"] == "grid"
     assert results["data"]["slic"] == []
     assert "SLIC not timed" in render_markdown(results)
+
+
+def test_results_so_far_are_handed_out_after_every_section(monkeypatch):
+    """A benchmark cut short (a lent GPU's time limit) keeps the sections it finished."""
+    import benchmarks.__main__ as entry
+
+    sections = {"first": lambda device, quick, workers: {"value": 1}, "second": lambda d, q, w: {"value": 2}}
+    monkeypatch.setattr(entry, "SECTIONS", sections)
+    monkeypatch.setattr(entry, "evaluate_targets", lambda results: [])
+    seen = []
+    entry.run_benchmarks(CPU, quick=True, sections=["first", "second"], on_section=seen.append)
+    assert [sorted(k for k in partial if k in sections) for partial in seen] == [
+        ["first"],
+        ["first", "second"],
+    ]
+    assert seen[0]["first"] == {"value": 1} and seen[0]["targets"] == []
