@@ -277,7 +277,7 @@ def to_csv(table: Table) -> str:
                             value.ours(),
                             int(value.bold and not value.floor),
                             int(value.smoke),
-                            _number(value.paper),
+                            _number(None if value.floor else value.paper),
                             value.delta(),
                         ]
                     )

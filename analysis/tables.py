@@ -48,12 +48,12 @@ MARKERS = {"hungarian": "◇", "majority": "⋆"}
 LINEAR = "linear"
 FLOOR = "floor"
 #: The floors that ``eval.baselines`` logs beside every model metric: (row label, metric prefix after
-#: ``eval/``). Raw colours have no linear probe, so they have no ``linear_*`` metric.
+#: ``eval/``, as in :mod:`vice.evaluate.run`).
 FLOORS = (("↳ random init", "baseline_random_"), ("↳ raw colours", "baseline_rgb_"))
 FLOOR_NOTE = (
     "↳ random init, ↳ raw colours: floors from the same runs and evaluation as the result above"
-    " (eval.baselines=true): the same network at random initialization, and k-means on raw pixel colours,"
-    " which has no linear probe (no row, or a blank, for linear-probe metrics). Never bold."
+    " (eval.baselines=true): the same network at random initialization, and k-means or a linear probe on"
+    " raw pixel colours. Blank where the runs log no such floor. Never bold."
 )
 
 
@@ -313,11 +313,13 @@ def build_table2(runs: pd.DataFrame, experiment: str = "table2_resolution") -> T
         columns=("Cluster mIoU", "Linear mIoU", "Best C"),
         rows=tuple((lab, tuple(row)) for lab, row in zip(labels, rows, strict=True)),
     )
+    floors = None in datasets
     notes = [
-        "Cluster mIoU: the cluster evaluation (C and assignment in 'Best C') with the best mean over seeds."
+        "Cluster mIoU: the cluster evaluation (C and assignment in 'Best C') with the best mean over seeds"
+        + ("; its floors are that same evaluation." if floors else ".")
     ]
     title = f"Table 2: {paper_table(2)['title']}"
-    return Table(experiment, title, (section,), _footnotes(gaps, cells, notes, None in datasets))
+    return Table(experiment, title, (section,), _footnotes(gaps, cells, notes, floors))
 
 
 # Table 3 ------------------------------------------------------------------------------------------
@@ -343,7 +345,7 @@ def decomposition_label(cell: Cell) -> str:
 def build_table3(runs: pd.DataFrame, experiment: str = "table3_decomposition") -> Table:
     """Table 3, as printed: per resolution a column per decomposition; rows linear mIoU and training time.
 
-    The floors of the mIoU row (``↳ random init``; raw colours have no linear probe) follow it.
+    The floors of the mIoU row (``↳ random init``, ``↳ raw colours``) follow it.
     """
     axes = TABLE3_AXES
     cells = collect_cells(runs, axes, paper_rows(3), experiment)

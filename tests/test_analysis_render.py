@@ -198,10 +198,22 @@ def test_markdown_blanks_repeated_labels_bolds_and_compares() -> None:
     ]
 
 
+def test_a_floor_is_never_bold_and_has_no_paper_value_or_delta() -> None:
+    floor = Stat(Summary(9.0, 1.4142, 2), paper=25.49, bold=True, floor=True)
+    table = Table("t", "T", (Section("", ("",), ("mIoU",), ((("↳ random init",), (floor,)),)),))
+    assert (floor.paper_str(), floor.delta()) == ("", "")
+    assert (
+        to_markdown(table, compare=True).splitlines()[4]
+        == "| ↳ random init |            | 9.00 ± 1.41 (2) |     |"
+    )
+    assert to_csv(table).splitlines()[1] == "t,,↳ random init,mIoU,9.0000,1.4142,2,9.00 ± 1.41 (2),0,0,,"
+
+
 def test_latex_escape_symbols_and_code() -> None:
     assert latex_escape("25.49 ± 0.31 (3)† 5% `a_b` —") == (
         r"25.49 $\pm$ 0.31 (3)$^\dagger$ 5\% \texttt{a\_b} ---"
     )
+    assert latex_escape("↳ raw colours") == r"$\hookrightarrow$ raw colours"
 
 
 def test_table5_baseline_is_the_hub_of_one_change_studies() -> None:

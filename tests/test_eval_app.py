@@ -116,3 +116,16 @@ def test_eval_checkpoint_accepts_random_and_existing_paths(tmp_path):
     for value in (None, "random", str(path), str(tmp_path)):
         cfg.eval.checkpoint = value
         validate(cfg)
+
+
+def test_floors_are_computed_at_the_final_evaluation_only(tmp_path):
+    from vice.evaluate.app import build_evaluator
+
+    cfg = _tiny_config(str(tmp_path))
+    cfg.eval.baselines, cfg.train.max_steps = True, 4
+    evaluator = build_evaluator(cfg)
+    embedder = build_model(cfg.model)
+    intermediate, final = evaluator(embedder, 2), evaluator(embedder, 4)
+    assert not [k for k in intermediate if k.startswith("eval/baseline_")]
+    assert intermediate["eval/linear_miou"] == final["eval/linear_miou"]  # the same model, the same numbers
+    assert final["eval/baseline_random_linear_miou"] >= 0.0 and "eval/baseline_rgb_linear_miou" in final

@@ -8,6 +8,7 @@ or ``random`` for the network of ``model.*`` at random init; a run dir without a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -88,16 +89,20 @@ def evaluate_model(
 def build_evaluator(
     cfg: Config, out_dir: str | Path | None = None
 ) -> Callable[[nn.Module, int], dict[str, float]]:
-    """An ``(embedder, step) -> metrics`` hook for the trainer's intermediate evaluations.
+    """An ``(embedder, step) -> metrics`` hook for the trainer's intermediate and final evaluations.
 
-    The datasets are built once; the embedder's train/eval mode is restored after each call.
+    The datasets are built once; the embedder's train/eval mode is restored after each call. The floors
+    (``eval.baselines``) do not change during training, so only the final step (``train.max_steps``)
+    computes them.
     """
     train_set, eval_set = eval_datasets(cfg)
+    without_floors = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, baselines=False))
 
     def evaluator(embedder: nn.Module, step: int) -> dict[str, float]:
         was_training = embedder.training
         step_dir = None if out_dir is None else Path(out_dir) / f"step_{step:08d}"
-        metrics = evaluate_model(cfg, embedder, train_set, eval_set, step_dir)
+        step_cfg = cfg if step >= cfg.train.max_steps else without_floors
+        metrics = evaluate_model(step_cfg, embedder, train_set, eval_set, step_dir)
         embedder.train(was_training)
         return metrics
 
