@@ -4,6 +4,8 @@ and whole sweeps through hydra-submitit-launcher's local executor (failures, 8 j
 from __future__ import annotations
 
 import re
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +13,27 @@ import pytest
 
 from vice.config import Config
 from vice.sweep import (
+    DEAD,
+    FAILED,
     REFERENCE_STEP_S,
+    RUNNING,
+    SLURM_UNKNOWN_JOB,
+    TODO,
+    Job,
+    RunState,
+    SlurmQueryError,
     Sweep,
     _parser,
     _resource_groups,
+    check_slurm,
+    jobs_to_submit,
     main,
+    parse_job_states,
+    plan_label,
+    plan_state,
     prepare,
+    query_slurm_states,
+    slurm_job_alive,
     step_seconds,
     time_limit_min,
     training_hours,
@@ -130,8 +147,10 @@ def test_overrides_replace_an_axis_and_apply_to_every_job(tmp_path: Path) -> Non
     assert sweep.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def _fake_run(uri: str, experiment_id: str, run_key: str, status: str | None) -> None:
-    run = client(uri).create_run(experiment_id, tags={"run_key": run_key})
+def _fake_run(
+    uri: str, experiment_id: str, run_key: str, status: str | None, tags: dict[str, str] | None = None
+) -> None:
+    run = client(uri).create_run(experiment_id, tags={"run_key": run_key, **(tags or {})})
     if status is not None:
         client(uri).set_terminated(run.info.run_id, status=status)
 
@@ -153,8 +172,160 @@ def test_plan_shows_each_jobs_state_and_writes_nothing(
     assert {k: m.group(1) for k, m in states.items() if m} == dict(
         zip(keys, ["done", "failed", "running", "to do", "to do", "to do"], strict=True)
     )
-    assert "6 jobs: 1 done, 1 running, 1 failed, 3 to do" in out
+    assert "6 jobs: 1 done, 1 running, 0 dead, 1 failed, 3 to do" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+# SLURM: is a RUNNING run's job alive? (real squeue/sacct outputs of slurm 22.05)
+
+SACCT = "4|PENDING\n1_0|RUNNING\n1_1|CANCELLED by 0\n1_2|RUNNING\n7|NODE_FAIL\n7|RUNNING\n8|REQUEUED\n"
+SQUEUE = "5_0|RUNNING\n5_1|COMPLETING\n4|COMPLETED\n"
+
+
+def test_job_states_are_read_from_sacct_and_squeue_output() -> None:
+    assert parse_job_states(SACCT) == {
+        "4": "PENDING",
+        "1_0": "RUNNING",
+        "1_1": "CANCELLED",
+        "1_2": "RUNNING",
+        "7": "RUNNING",  # job id 7 reused after the controller's state was wiped: the newest wins
+        "8": "REQUEUED",
+    }
+    assert parse_job_states(SQUEUE) == {"5_0": "RUNNING", "5_1": "COMPLETING", "4": "COMPLETED"}
+    assert parse_job_states("") == {} and parse_job_states("\nslurm_load_jobs error\n") == {}
+
+
+def test_only_ended_and_unknown_slurm_jobs_are_dead() -> None:
+    alive = ["PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED", "COMPLETING", "CONFIGURING"]
+    ended = ["CANCELLED", "COMPLETED", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "PREEMPTED"]
+    assert [slurm_job_alive(s) for s in alive] == [True] * len(alive)
+    assert [slurm_job_alive(s) for s in [*ended, SLURM_UNKNOWN_JOB]] == [False] * (len(ended) + 1)
+    assert slurm_job_alive("A_STATE_OF_A_NEWER_SLURM")  # unfamiliar: never submit a live job twice
+
+
+def _state(status: str, **tags: str) -> RunState:
+    return RunState(status, f"run-{status}", tags)
+
+
+def test_running_runs_of_ended_slurm_jobs_are_dead_and_others_keep_their_state() -> None:
+    states = {
+        "cancelled": _state("RUNNING", slurm_job_id="12", slurm_array_id="12_3"),
+        "pending": _state("RUNNING", slurm_job_id="40"),
+        "forgotten": _state("RUNNING", slurm_job_id="41"),
+        "local": _state("RUNNING"),
+        "finished": _state("FINISHED", slurm_job_id="42"),
+        "killed": _state("KILLED", slurm_job_id="43"),
+    }
+    asked: list[Sequence[str]] = []
+
+    def query(job_ids: Sequence[str]) -> dict[str, str]:
+        asked.append(job_ids)
+        return {"12_3": "CANCELLED", "12": "RUNNING", "40": "PENDING"}
+
+    checked = check_slurm(states, query)
+    assert asked == [["12_3", "40", "41"]]  # the array task, not its array's whole job 12
+    assert {key: plan_label(state) for key, state in checked.items()} == {
+        "cancelled": "dead (SLURM 12_3: CANCELLED)",
+        "pending": "running (SLURM 40: PENDING)",
+        "forgotten": f"dead (SLURM 41: {SLURM_UNKNOWN_JOB})",
+        "local": "running",
+        "finished": "done",
+        "killed": "failed",
+    }
+
+    def down(job_ids: Sequence[str]) -> dict[str, str]:
+        raise SlurmQueryError("squeue: Unable to contact slurm controller; sacct: connection refused")
+
+    assert {key: plan_state(state) for key, state in check_slurm(states, down).items()} == {
+        "cancelled": RUNNING,  # SLURM did not answer: nothing is declared dead
+        "pending": RUNNING,
+        "forgotten": RUNNING,
+        "local": RUNNING,
+        "finished": "done",
+        "killed": FAILED,
+    }
+
+
+def _fake_slurm(monkeypatch: pytest.MonkeyPatch, answers: dict[str, tuple[int, str, str]]) -> list[list[str]]:
+    """Replace squeue and sacct by canned (exit status, stdout, stderr); returns the commands run."""
+    commands: list[list[str]] = []
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        if command[0] not in answers:
+            raise FileNotFoundError(2, "No such file or directory", command[0])
+        code, out, err = answers[command[0]]
+        return subprocess.CompletedProcess(command, code, out, err)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return commands
+
+
+def test_slurm_query_prefers_the_controller_and_needs_one_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    commands = _fake_slurm(
+        monkeypatch, {"squeue": (0, "1_0|PENDING\n", ""), "sacct": (0, "1_0|RUNNING\n2|FAILED\n", "")}
+    )
+    assert query_slurm_states(["1_0", "2"]) == {"1_0": "PENDING", "2": "FAILED"}  # 1_0 was requeued
+    assert commands == [
+        ["squeue", "-h", "--states=all", "-o", "%i|%T", "-j", "1_0,2"],
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", "1_0,2"],
+    ]
+    invalid = (1, "", "slurm_load_jobs error: Invalid job id specified\n")  # none is in the controller
+    _fake_slurm(monkeypatch, {"squeue": invalid, "sacct": (0, "2|CANCELLED by 1000\n", "")})
+    assert query_slurm_states(["1_0", "2"]) == {"2": "CANCELLED"}
+    _fake_slurm(monkeypatch, {"squeue": (0, "1_0|RUNNING\n", ""), "sacct": (1, "", "accounting disabled")})
+    assert query_slurm_states(["1_0"]) == {"1_0": "RUNNING"}
+    _fake_slurm(monkeypatch, {"sacct": (1, "", "sacct: error: Problem talking to the database")})
+    with pytest.raises(SlurmQueryError) as neither:
+        query_slurm_states(["1_0"])
+    assert str(neither.value) == (
+        "squeue: [Errno 2] No such file or directory: 'squeue'; sacct: error: Problem talking to the database"
+    )
+
+
+def test_dead_jobs_are_submitted_and_live_slurm_jobs_never_are(tmp_path: Path) -> None:
+    from vice.config import Config
+
+    jobs = [Job(i, (f"seed={i}",), Config(), f"key{i}", tmp_path / f"key{i}") for i in range(6)]
+    states = {
+        "key0": RunState("RUNNING", "r0", {"slurm_job_id": "7"}, slurm_state="PENDING"),
+        "key1": RunState("RUNNING", "r1", {"slurm_job_id": "8"}, slurm_state="NODE_FAIL"),
+        "key2": RunState("RUNNING", "r2", {}),  # local launcher: SLURM cannot vouch for it
+        "key3": RunState("FAILED", "r3", {}),
+        "key4": RunState("FINISHED", "r4", {}),
+    }
+    assert [plan_state(states.get(j.run_key)) for j in jobs] == [RUNNING, DEAD, RUNNING, FAILED, "done", TODO]
+    submit, left = jobs_to_submit(jobs, states, resubmit_running=False)
+    assert ([j.index for j in submit], [j.index for j in left]) == ([1, 3, 5], [0, 2])
+    submit, left = jobs_to_submit(jobs, states, resubmit_running=True)
+    assert ([j.index for j in submit], [j.index for j in left]) == ([1, 2, 3, 5], [0])
+
+
+def test_plan_shows_what_slurm_says_of_running_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = [*SMOKE, "--output-dir", str(tmp_path)]
+    sweep = sweep_of(argv)
+    experiment_id = prepare_tracking(sweep.tracking_uri, sweep.experiment)
+    keys = [j.run_key for j in sweep.jobs]
+    _fake_run(
+        sweep.tracking_uri, experiment_id, keys[0], None, {"slurm_job_id": "3", "slurm_array_id": "3_0"}
+    )
+    _fake_run(sweep.tracking_uri, experiment_id, keys[1], None, {"slurm_job_id": "9"})
+    _fake_run(sweep.tracking_uri, experiment_id, keys[2], None)
+    _fake_slurm(
+        monkeypatch,
+        {
+            "squeue": (0, "9|RUNNING\n", ""),
+            "sacct": (0, "3_0|OUT_OF_MEMORY\n9|RUNNING\n", ""),
+        },
+    )
+    assert main([*argv, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"  dead \(SLURM 3_0: OUT_OF_MEMORY\)\s+{keys[0]}", out)
+    assert re.search(rf"  running \(SLURM 9: RUNNING\)\s+{keys[1]}", out)
+    assert re.search(rf"  running\s+{keys[2]}", out)
+    assert "6 jobs: 0 done, 2 running, 1 dead, 0 failed, 3 to do" in out
 
 
 def test_rerun_of_a_finished_sweep_submits_nothing(
@@ -237,7 +408,7 @@ def test_failed_jobs_are_all_listed_with_their_error_and_log(
     runs = runs_of(f"sqlite:///{out / 'mlflow.db'}", "table3_decomposition_smoke")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FAILED"]  # both jobs and the sweep
     assert main([*argv, "--plan"]) == 0
-    assert "2 jobs: 0 done, 0 running, 2 failed, 0 to do" in capsys.readouterr().out
+    assert "2 jobs: 0 done, 0 running, 0 dead, 2 failed, 0 to do" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -273,3 +444,47 @@ def test_eight_jobs_logging_at_once_lose_no_run_and_no_metric(
         assert len(run.data.params) == num_params
         loss = client(uri).get_metric_history(run.info.run_id, "train/loss")
         assert sorted(m.step for m in loss) == list(range(1, steps + 1))
+
+
+@pytest.mark.slow
+def test_demo_ends_by_printing_the_smoke_table_3_and_its_figure(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``make demo``: the smoke Table 3 sweep (local processes, which ``--launcher auto`` picks without
+    SLURM), then ``vice-tables --experiment table3_decomposition_smoke --compare`` on its MLflow store."""
+    from analysis.tables import FLOOR_NOTE
+    from analysis.tables import main as vice_tables
+
+    assert main([*SMOKE, "--output-dir", str(tmp_path)]) == 0
+    assert "all 6 submitted job(s) finished" in capsys.readouterr().out
+    tables = tmp_path / "tables"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["--tracking-uri", uri, "--experiment", "table3_decomposition_smoke", "--out", str(tables)]
+    assert vice_tables([*argv, "--compare"]) == 0
+    printed = capsys.readouterr().out
+    markdown = (tables / "table3_decomposition_smoke.md").read_text(encoding="utf-8")
+    assert printed.startswith(markdown + "\nfiles: ")  # the table as written, then the files
+    lines = printed.splitlines()
+    assert lines[:3] == [
+        "**Table 3: Representation quality ablation study on low- and high-resolution images (linear mIoU)**",
+        "",
+        "*64px-resolution Synthetic (smoke)*",
+    ]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| ")]
+    header, rows = cells[0], {row[0]: row[1:] for row in cells[2:]}  # cells[1]: the alignment rule
+    columns = ("FPN 1px +mask 25%", "FPN grid 8px +mask 25%", "FPN super 8px +mask 25%")
+    assert header == ["", *(name for c in columns for name in (f"{c} paper", f"{c} ours", "Δ"))]
+    assert list(rows) == ["mIoU", "↳ random init", "↳ raw colours", "Time"]
+    seeds = r"\d+\.\d\d ± \d+\.\d\d \(2\)†"  # mean ± std over seeds 0 and 1, smoke-marked
+    miou = rows["mIoU"][1::3]
+    assert rows["mIoU"][0::3] == ["n/a"] * 3 and rows["mIoU"][2::3] == [""] * 3  # no paper cell, no Δ
+    assert all(re.fullmatch(rf"(\*\*)?{seeds}(\*\*)?", v) for v in miou) and sum("**" in v for v in miou) == 1
+    for floor in ("↳ random init", "↳ raw colours"):
+        ours = rows[floor][1::3]
+        assert rows[floor][0::3] == [""] * 3 and rows[floor][2::3] == [""] * 3
+        assert all(re.fullmatch(seeds, v) for v in ours)  # never bold
+        assert len(set(ours)) == 1  # a floor does not depend on the regions the model was trained with
+    assert all(re.fullmatch(r"((\d+h )?\d+min|\d+s) \(2\)†", v) for v in rows["Time"][1::3])
+    assert f"- {FLOOR_NOTE}" in lines
+    figure = tables / "table3_decomposition_smoke.png"
+    assert f"figure: {figure}" in lines and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

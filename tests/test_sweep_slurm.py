@@ -3,6 +3,9 @@ hydra-submitit-launcher, into a fresh output dir per test (job ids restart when 
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -12,7 +15,9 @@ import pytest
 from conftest import slurm_marks
 from conftest import wait_for as shared_wait_for
 
-from vice.sweep import main
+from vice.job import LOCK_FILE
+from vice.sweep import SLURM_ENDED_STATES, check_slurm, fetch_states, main, plan_label, slurm_job_id
+from vice.tracking import RUN_ID_FILE
 
 pytestmark = slurm_marks()
 
@@ -80,8 +85,6 @@ def test_smoke_sweep_on_slurm_cancelled_job_resumes_on_rerun_and_a_finished_swee
     before = accounted_jobs()
     sweep, outcome = sweep_in_thread(tmp_path, *overrides)
     cancelled_dir = first_checkpointed_run(tmp_path)
-    from vice.tracking import RUN_ID_FILE
-
     cancelled_run = (cancelled_dir / RUN_ID_FILE).read_text().strip()
     cancelled = wait_for(lambda: {r.info.run_id: r for r in runs(tmp_path)[1]}.get(cancelled_run), "its run")
     slurm_id = cancelled.data.tags["slurm_array_id"]
@@ -142,6 +145,41 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint_into_the_same
     assert run.info.status == "FINISHED" and 0 < resumed_from < max_steps
     assert run.data.tags["slurm_job_id"] == job_id
     assert steps(tmp_path, run.info.run_id, "train/world_size") == [0, resumed_from]
+    assert steps(tmp_path, run.info.run_id, "train/loss") == list(range(2, max_steps + 1, 2))
+
+
+def test_job_killed_without_cleanup_is_dead_in_slurm_and_resumes_into_its_run_on_rerun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    max_steps = 40
+    overrides = ("regions.method=slic", "seed=0", f"train.max_steps={max_steps}", "train.checkpoint_every=2")
+    sweep, outcome = sweep_in_thread(tmp_path, *overrides)
+    run_dir = first_checkpointed_run(tmp_path)
+    run_id = (run_dir / RUN_ID_FILE).read_text().strip()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (live,) = check_slurm(fetch_states(uri, EXPERIMENT)[0]).values()
+    slurm_id = slurm_job_id(live.tags)
+    assert plan_label(live) == f"running (SLURM {slurm_id}: RUNNING)"  # SLURM vouches for it: left alone
+    holder = (run_dir / LOCK_FILE).read_text()
+    assert f"SLURM job {slurm_id}, since " in holder
+    pid = re.search(r"pid (\d+),", holder)
+    assert pid is not None
+    os.kill(int(pid.group(1)), signal.SIGKILL)  # as the OOM killer would: no handler closes the run
+    sweep.join(WAIT_S)
+    assert not sweep.is_alive() and outcome["rc"] == 1
+    _, (killed,) = runs(tmp_path)
+    assert (killed.info.run_id, killed.info.status) == (run_id, "RUNNING")
+    capsys.readouterr()
+
+    assert main([*argv(tmp_path, *overrides), "--plan"]) == 0
+    dead = re.search(rf"  dead \(SLURM {slurm_id}: (\w+)\)\s+{run_dir.name}", capsys.readouterr().out)
+    assert dead is not None and dead.group(1) in SLURM_ENDED_STATES
+    assert main(argv(tmp_path, *overrides)) == 0
+    assert "submitting 1 job(s)" in capsys.readouterr().out
+    _, (run,) = runs(tmp_path)
+    resumed_from = int(run.data.tags["resumed_from_step"])
+    assert (run.info.run_id, run.info.status) == (run_id, "FINISHED") and 0 < resumed_from < max_steps
+    assert slurm_job_id(run.data.tags) != slurm_id
     assert steps(tmp_path, run.info.run_id, "train/loss") == list(range(2, max_steps + 1, 2))
 
 

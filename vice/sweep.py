@@ -601,7 +601,8 @@ def _slurm_command(command: list[str]) -> tuple[dict[str, str], str | None]:
     except (OSError, subprocess.TimeoutExpired) as error:
         return {}, f"{command[0]}: {error}"
     if done.returncode != 0:
-        return {}, f"{command[0]}: {done.stderr.strip() or f'exit status {done.returncode}'}"
+        reason = done.stderr.strip() or f"exit status {done.returncode}"
+        return {}, reason if reason.startswith(command[0]) else f"{command[0]}: {reason}"
     return parse_job_states(done.stdout), None
 
 
