@@ -99,9 +99,20 @@ def test_cached_regions_give_the_same_views(tmp_path):
     assert len(list(tmp_path.rglob("*.npz"))) == 1
 
 
-def test_no_mutual_region_error_names_the_image():
-    views = ViewConfig(num_views=3, view_size=24, mask_ratio=1.0, mask_protected_share=0.0, max_resample=2)
-    ds = ViewDataset(SyntheticScenes(3, (32, 32)), RegionConfig(method="grid", region_size=64), views, seed=0)
+def test_no_mutual_region_error_names_the_image(monkeypatch):
+    import dataclasses
+
+    import vice.views as views_module
+
+    real = views_module.sample_mask
+
+    def nothing_kept(*args, **kwargs):  # views that share no region, masked or not
+        mask = real(*args, **kwargs)
+        return dataclasses.replace(mask, kept=np.zeros_like(mask.kept))
+
+    monkeypatch.setattr(views_module, "sample_mask", nothing_kept)
+    views = ViewConfig(num_views=3, view_size=24, max_resample=2)
+    ds = ViewDataset(SyntheticScenes(3, (32, 32)), RegionConfig(method="grid", region_size=8), views, seed=0)
     with pytest.raises(NoMutualRegionsError, match="image 2 of SyntheticScenes"):
         ds[0, 2]
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -267,12 +269,29 @@ def test_masked_pixels_are_noise_and_ignored():
     assert sides.max() <= 0.25 * cfg.view_size
 
 
-def test_no_mutual_region_raises_a_clear_error():
+def test_the_last_attempt_is_unmasked_so_one_image_cannot_end_the_run(caplog):
     image = ramp_image(40, 40)
-    regions = np.zeros((40, 40), np.int32)  # one region: every rectangle touches it
+    regions = np.zeros((40, 40), np.int32)  # one region: every rectangle touches it, masking kills it
     cfg = plain_cfg(mask_ratio=1.0, mask_protected_share=0.0, max_resample=3)
-    with pytest.raises(NoMutualRegionsError, match=r"views\.max_resample=3"):
-        make_views(image, regions, cfg, np.random.default_rng(0))
+    out = make_views(image, regions, cfg, np.random.default_rng(0))
+    assert out.num_regions == 1 and not out.masked.any()
+    assert set(out.regions.unique().tolist()) == {-1, 0}  # the one region, and padding outside the image
+    assert "no region survived masking in 2 attempts" in caplog.text
+
+
+def test_no_mutual_region_even_unmasked_raises_a_clear_error(monkeypatch):
+    import vice.views as views_module
+
+    real = views_module.sample_mask
+
+    def nothing_kept(*args, **kwargs):
+        mask = real(*args, **kwargs)
+        return dataclasses.replace(mask, kept=np.zeros_like(mask.kept))
+
+    monkeypatch.setattr(views_module, "sample_mask", nothing_kept)
+    cfg = plain_cfg(mask_ratio=0.25, mask_protected_share=0.0, max_resample=3)
+    with pytest.raises(NoMutualRegionsError, match=r"views\.max_resample=3 attempts, the last one unmasked"):
+        make_views(ramp_image(40, 40), grid_regions(40, 40, 8), cfg, np.random.default_rng(0))
 
 
 def test_same_seed_same_views_different_seed_different_views():

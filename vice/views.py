@@ -17,6 +17,7 @@ All randomness comes from the numpy ``Generator`` passed in, so the output is a 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ HUE_SCALE = 0.2
 BLUR_SIGMA_RANGE = (0.1, 2.0)
 #: Kernel covering +-3 sigma of the widest blur.
 BLUR_KERNEL_SIZE = 2 * math.ceil(3 * BLUR_SIGMA_RANGE[1]) + 1
+
+log = logging.getLogger(__name__)
 
 
 class NoMutualRegionsError(RuntimeError):
@@ -487,7 +490,8 @@ def make_views(image: np.ndarray, regions: np.ndarray, cfg: ViewConfig, rng: np.
         The :class:`ViewSet`.
 
     Raises:
-        NoMutualRegionsError: no region is present in all views after ``cfg.max_resample`` attempts.
+        NoMutualRegionsError: no region is present in all views after ``cfg.max_resample`` attempts,
+            the last one without masking.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
@@ -500,7 +504,7 @@ def make_views(image: np.ndarray, regions: np.ndarray, cfg: ViewConfig, rng: np.
     size = cfg.view_size
     num_ids = int(regions.max()) + 1
     probability = centre_probability(image)
-    for _ in range(cfg.max_resample):
+    for attempt in range(cfg.max_resample):
         centre = sample_centre(probability, rng)
         boxes = sample_boxes(
             centre, regions.shape, cfg.num_views, size, (cfg.resize_range[0], cfg.resize_range[1]), rng
@@ -508,14 +512,25 @@ def make_views(image: np.ndarray, regions: np.ndarray, cfg: ViewConfig, rng: np.
         flips = rng.random(cfg.num_views) < cfg.flip_prob
         ys, xs = source_coordinates(boxes, flips, size)
         view_regions = crop_regions(regions, ys, xs)
-        mask = sample_mask(view_regions, num_ids, cfg.mask_ratio, cfg.mask_protected_share, rng)
+        # The last attempt masks nothing: every view contains the centre, so its region is usually
+        # mutual, and one image whose regions the mask always swallows does not end the run.
+        last = attempt == cfg.max_resample - 1
+        ratio = 0.0 if last and cfg.max_resample > 1 else cfg.mask_ratio
+        mask = sample_mask(view_regions, num_ids, ratio, cfg.mask_protected_share, rng)
         if mask.kept.any():
+            if ratio != cfg.mask_ratio:
+                log.warning(
+                    "image %dx%d: no region survived masking in %d attempts; this sample is not masked",
+                    image.shape[0],
+                    image.shape[1],
+                    attempt,
+                )
             break
     else:
         raise NoMutualRegionsError(
             f"no region is shared by all {cfg.num_views} views after views.max_resample={cfg.max_resample} "
-            f"attempts (image {image.shape[0]}x{image.shape[1]}, {num_ids} regions): raise "
-            "views.max_resample, lower views.mask_ratio or use larger regions"
+            f"attempts, the last one unmasked (image {image.shape[0]}x{image.shape[1]}, {num_ids} regions): "
+            "raise views.max_resample or use larger regions"
         )
     relabelled, source_ids = relabel_mutual(view_regions, mask.kept)
 
