@@ -144,7 +144,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, port: int, run_dir: str, out: str) -> None:
+def _as_rank_of_two(rank: int, port: int) -> None:
+    """Set the torchrun variables of ``rank`` in a 2-process job on this host; one torch thread each."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -154,6 +155,10 @@ def _ddp_worker(rank: int, port: int, run_dir: str, out: str) -> None:
         LOCAL_WORLD_SIZE="2",
     )
     torch.set_num_threads(1)
+
+
+def _ddp_worker(rank: int, port: int, run_dir: str, out: str) -> None:
+    _as_rank_of_two(rank, port)
     cfg = tiny_config(run_dir, max_steps=2, checkpoint_every=2)
     result = train(cfg)
     params = {k: v.detach().clone() for k, v in result.embedder.named_parameters()}
@@ -179,15 +184,7 @@ def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
 
 def _rank1_trouble_worker(rank: int, port: int, run_dir: str, out: str, trouble: str) -> None:
     """Rank 1 alone gets a NaN loss (``nan``) or SIGUSR2 (``signal``) during its second step."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE="2",
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE="2",
-    )
-    torch.set_num_threads(1)
+    _as_rank_of_two(rank, port)
     train_module.SIGNAL_WAIT_S = 0.2
     real, calls = train_module.swav_region_loss, {"n": 0}
 
