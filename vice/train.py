@@ -219,8 +219,9 @@ def train_step(
     queued = queue.contents() if queue is not None and use_queue else None
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         loss, codes, z0 = ddp(views, regions, num_regions, num_views, queued)
-    if any_rank(not math.isfinite(loss.item()), device):  # every rank skips backward together
-        return (loss if not math.isfinite(loss.item()) else torch.full_like(loss, math.nan)).detach(), codes
+    finite = math.isfinite(loss.item())  # one host sync
+    if any_rank(not finite, device):  # every rank skips backward together
+        return (loss if not finite else torch.full_like(loss, math.nan)).detach(), codes
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if freeze_prototypes:
@@ -325,13 +326,14 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
                 channels_last=channels_last,
                 num_views=cfg.views.num_views,
             )
-            if not math.isfinite(loss.item()):
+            value = loss.item()
+            if not math.isfinite(value):
                 raise FloatingPointError(
-                    f"loss is {loss.item()} at step {step}; the run stops and keeps its last good checkpoint "
+                    f"loss is {value} at step {step}; the run stops and keeps its last good checkpoint "
                     f"({last_path or 'none yet'}). Lower optim.base_lr or swav.sinkhorn_epsilon."
                 )
             step += 1
-            losses.append(loss.item())
+            losses.append(value)
             views_seen += batch.views.shape[0]
             bar.update(1)
             if step % t.log_every == 0 or step == t.max_steps:

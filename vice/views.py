@@ -310,7 +310,8 @@ def sample_mask(
         The :class:`RegionMask`.
     """
     num_views, size = view_regions.shape[:2]
-    mutual = region_presence(view_regions, num_ids).all(axis=0)  # (R,)
+    areas = region_areas(view_regions, num_ids)  # (M, R)
+    mutual = (areas > 0).all(axis=0)  # (R,)
     mutual_ids = np.flatnonzero(mutual)
     protected = np.zeros(num_ids, bool)
     protected[rng.permutation(mutual_ids)[: round(protected_share * len(mutual_ids))]] = True
@@ -326,7 +327,6 @@ def sample_mask(
 
     touched = region_presence(np.where(in_rect, view_regions, -1), num_ids)  # (M, R)
     masked_ids = touched & ~protected[None, :]  # (M, R)
-    areas = region_areas(view_regions, num_ids)  # (M, R)
     max_pixels = math.floor(mask_ratio * size * size)
     over = (np.where(masked_ids, areas, 0).sum(axis=1) > max_pixels)[:, None]  # (M, 1)
     if over.any():
