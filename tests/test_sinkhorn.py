@@ -54,3 +54,37 @@ def test_half_precision_input_is_computed_in_float32():
     q16 = sinkhorn(scores.half(), 0.05, 3)
     assert q16.dtype == torch.float32
     torch.testing.assert_close(q16, sinkhorn(scores.half().float(), 0.05, 3))
+
+
+def exact_sinkhorn_float64(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
+    """SwAV's normalizations in float64 without any shift or clamp: the exact answer for small inputs."""
+    q = torch.exp(scores.double() / epsilon).t()
+    q /= q.sum()
+    k, n = q.shape
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True) * k
+        q /= q.sum(dim=0, keepdim=True) * n
+    return (q * n).t()
+
+
+def test_a_prototype_far_below_the_others_is_normalized_exactly():
+    # Issue 10: prototype 1's column sum is ~3.5e-17 after the max shift; a 1e-12 clamp left it
+    # under-normalized and returned [[0.937, 0.063], [0.214, 0.786]].
+    scores = torch.tensor([[1.0, -1.0], [0.9, -0.9]])
+    q = sinkhorn(scores, 0.05, 3)
+    expected = exact_sinkhorn_float64(scores, 0.05, 3)
+    torch.testing.assert_close(q.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(q, torch.tensor([[0.881, 0.119], [0.119, 0.881]]), rtol=0, atol=1e-3)
+
+
+def test_near_collapse_matches_float64_on_random_gaps():
+    # Every sample prefers prototype 0 by a wide margin: the regime equipartition exists for.
+    torch.manual_seed(3)
+    scores = torch.rand(40, 6) * 0.2
+    scores[:, 0] += 1.0
+    scores[:, 1:] -= 0.8
+    for epsilon in (0.05, 0.03):
+        q = sinkhorn(scores, epsilon, 3)
+        torch.testing.assert_close(q.double(), exact_sinkhorn_float64(scores, epsilon, 3), rtol=1e-4, atol=1e-6)
+        # The far prototypes still receive mass: equipartition is approached, not abandoned.
+        assert float(q.sum(0).min()) > 0.5 * 40 / 6

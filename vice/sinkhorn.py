@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
-
-#: Guards the divisions of the row/column normalizations against a zero sum.
-SINKHORN_DIV_EPS = 1e-12
 
 
 def _all_reduce_(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
@@ -15,13 +14,41 @@ def _all_reduce_(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Ten
     return tensor
 
 
+def _logsumexp(log_q: torch.Tensor, dim: int | None, across_ranks: bool) -> torch.Tensor:
+    """``log Σ exp`` over ``dim`` (None: every element), with the sum over all ranks if ``across_ranks``.
+
+    The max is subtracted before ``exp`` (all-reduced with MAX across ranks), so the largest term is
+    exp(0) = 1 and the sum is >= 1: nothing underflows to a zero sum, whatever the score gap / epsilon.
+
+    Args:
+        log_q: (K, N) log weights.
+        dim: 1 sums over samples (a prototype's mass), 0 over prototypes (a sample's), None all.
+        across_ranks: all-reduce the max and the sum (the samples dimension is split across ranks).
+
+    Returns:
+        (K, 1), (1, N) or a scalar tensor.
+    """
+    if dim is None:
+        peak = log_q.max()
+    else:
+        peak = log_q.max(dim=dim, keepdim=True).values
+    if across_ranks:
+        peak = _all_reduce_(peak.clone(), dist.ReduceOp.MAX)
+    total = (log_q - peak).exp().sum() if dim is None else (log_q - peak).exp().sum(dim=dim, keepdim=True)
+    if across_ranks:
+        total = _all_reduce_(total, dist.ReduceOp.SUM)
+    return peak + total.log()
+
+
 @torch.no_grad()
 def sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
     """Soft codes Q whose prototype marginal is uniform over the global batch.
 
-    Works in float32 whatever the input dtype, subtracts the (global) max before ``exp`` so that
-    ``scores / epsilon`` beyond float32's exp range stays finite, and all-reduces every sum under
-    DDP so that the equipartition holds over the samples of all ranks.
+    SwAV's normalizations, in the log domain and in float32 whatever the input dtype: every sum is a
+    max-shifted log-sum-exp, so a prototype whose scores all lie far below the others' (a cosine gap
+    of 1.4 at epsilon = 0.05 is a factor exp(-28)) is still normalized exactly, where a clamped
+    division would leave it under-weighted. Under DDP the sums over samples are all-reduced, so the
+    equipartition holds over the samples of all ranks.
 
     Invariants of the result (single process): each row sums to 1; after the last column step
     each prototype's total weight is N_global / K before the final row step rescales rows.
@@ -34,20 +61,14 @@ def sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Ten
     Returns:
         (N, K) float32 codes; rows sum to 1.
     """
-    logits = scores.float() / epsilon  # (N, K)
-    global_max = _all_reduce_(logits.max().clone(), dist.ReduceOp.MAX)
-    q = torch.exp(logits - global_max).t()  # (K, N)
-    num_prototypes = q.shape[0]
-    num_samples = _all_reduce_(torch.tensor(float(q.shape[1]), device=q.device), dist.ReduceOp.SUM)
-
-    total = _all_reduce_(q.sum(), dist.ReduceOp.SUM)
-    q /= total.clamp_min(SINKHORN_DIV_EPS)
+    log_q = (scores.float() / epsilon).t()  # (K, N)
+    num_prototypes = log_q.shape[0]
+    num_samples = _all_reduce_(torch.tensor(float(log_q.shape[1]), device=log_q.device), dist.ReduceOp.SUM)
+    log_k, log_n = math.log(num_prototypes), num_samples.log()
+    log_q = log_q - _logsumexp(log_q, None, across_ranks=True)
     for _ in range(iterations):
         # Each prototype's total weight must become 1/K.
-        col = _all_reduce_(q.sum(dim=1, keepdim=True), dist.ReduceOp.SUM)  # (K, 1)
-        q /= col.clamp_min(SINKHORN_DIV_EPS)
-        q /= num_prototypes
+        log_q = log_q - _logsumexp(log_q, 1, across_ranks=True) - log_k  # (K, N) - (K, 1)
         # Each sample's total weight must become 1/N.
-        q /= q.sum(dim=0, keepdim=True).clamp_min(SINKHORN_DIV_EPS)  # (K, N) / (1, N)
-        q /= num_samples
-    return (q * num_samples).t()  # (N, K), rows sum to 1
+        log_q = log_q - _logsumexp(log_q, 0, across_ranks=False) - log_n  # (K, N) - (1, N)
+    return (log_q + log_n).exp().t()  # (N, K), rows sum to 1
