@@ -720,6 +720,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format", choices=("markdown", "latex", "csv"), default="markdown", help="what is printed"
     )
+    parser.add_argument(
+        "--claims",
+        action="store_true",
+        help="test the paper's claims over the seeds (verdict, Welch 95%% interval); print that report",
+    )
+    parser.add_argument(
+        "--compare-sweeps",
+        nargs=2,
+        metavar=("A", "B"),
+        help="put two sweeps of each experiment side by side: per-cell Δ = B - A, settings that differ",
+    )
     return parser
 
 
@@ -735,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not names:
         print(f"vice-tables: no paper experiment in {args.tracking_uri}", file=sys.stderr)
         return 1
+    if args.compare_sweeps:
+        return _compare_sweeps(args.tracking_uri, names, tuple(args.compare_sweeps), args.out)
     status = 0
     for name in names:
         try:
@@ -746,13 +759,54 @@ def main(argv: Sequence[str] | None = None) -> int:
                 git_commit=args.git_commit,
                 compare=args.compare,
             )
+            extra = _reports(args.tracking_uri, name, args.out, args.sweep_id, args.git_commit, args.claims)
         except (LookupError, KeyError, MixedCellError) as error:
             print(f"vice-tables: {name}: {error}", file=sys.stderr)
             status = 1
             continue
         printed = {"markdown": 0, "latex": 1, "csv": 2}[args.format]
-        print(outputs.files[printed].read_text(encoding="utf-8"))
-        print(f"files: {' '.join(str(p) for p in outputs.files)}")
+        print(extra.text or outputs.files[printed].read_text(encoding="utf-8"))
+        print(f"files: {' '.join(str(p) for p in (*outputs.files, *extra.files))}")
         print(f"figure: {outputs.figure}")
+        for note in extra.notes:
+            print(note)
+        print()
+    return status
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reports:
+    text: str
+    files: tuple[Path, ...]
+    notes: tuple[str, ...]
+
+
+def _reports(
+    tracking_uri: str, name: str, out: Path, sweep_id: str | None, git_commit: str | None, claims: bool
+) -> _Reports:
+    """The claims report (``--claims``)."""
+    from analysis.claims import write_claims  # it imports this module
+
+    text, notes = "", []
+    files: tuple[Path, ...] = ()
+    if claims:
+        report = write_claims(tracking_uri, name, out, sweep_id=sweep_id, git_commit=git_commit)
+        text, files = report.markdown, report.files
+    return _Reports(text, files, tuple(notes))
+
+
+def _compare_sweeps(tracking_uri: str, names: Sequence[str], sweeps: tuple[str, str], out: Path) -> int:
+    from analysis.compare import write_comparison  # it imports this module
+
+    status = 0
+    for name in names:
+        try:
+            outputs = write_comparison(tracking_uri, name, sweeps, out)
+        except (LookupError, KeyError, MixedCellError) as error:
+            print(f"vice-tables: {name}: {error}", file=sys.stderr)
+            status = 1
+            continue
+        print(outputs.markdown)
+        print(f"files: {' '.join(str(p) for p in outputs.files)}")
         print()
     return status
