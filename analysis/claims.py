@@ -25,7 +25,7 @@ import io
 import itertools
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +296,7 @@ def meets(conditions: Sequence[Condition], axes: Sequence[str], key: Sequence[An
     return True
 
 
-def _without(axes: Sequence[str], key: Sequence[Any], drop: Sequence[str]) -> tuple[Any, ...]:
+def _without(axes: Sequence[str], key: Sequence[Any], drop: Collection[str]) -> tuple[Any, ...]:
     return tuple(v for a, v in zip(axes, key, strict=True) if a not in drop)
 
 

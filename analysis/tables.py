@@ -784,14 +784,20 @@ class _Reports:
 def _reports(
     tracking_uri: str, name: str, out: Path, sweep_id: str | None, git_commit: str | None, claims: bool
 ) -> _Reports:
-    """The claims report (``--claims``)."""
-    from analysis.claims import write_claims  # it imports this module
+    """The claims report (``--claims``) and, for one sweep, its parent run's summary."""
+    from analysis.claims import write_claims  # they import this module
+    from analysis.summary import summarize_sweep
 
     text, notes = "", []
     files: tuple[Path, ...] = ()
     if claims:
         report = write_claims(tracking_uri, name, out, sweep_id=sweep_id, git_commit=git_commit)
         text, files = report.markdown, report.files
+    if sweep_id is not None:
+        parent = summarize_sweep(tracking_uri, name, sweep_id, out)
+        notes.append(
+            f"parent run: {parent}" if parent else f"sweep {sweep_id} has no parent run to summarize"
+        )
     return _Reports(text, files, tuple(notes))
 
 

@@ -37,6 +37,7 @@ from analysis.claims import (
 )
 from analysis.compare import compare_cells
 from analysis.runs import runs_frame
+from analysis.summary import find_parent_run, run_name
 from analysis.tables import main
 from vice.config import Config
 from vice.tracking import flatten_config, param_text
@@ -343,6 +344,9 @@ def store(tmp_path: Path) -> str:
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
+    client.create_experiment(
+        "table3_decomposition_smoke", artifact_location=(tmp_path / "artifacts").as_uri()
+    )
     for sweep, values in (
         ("s1", {"slic": (0.44, 0.45, 0.46), "grid": (0.40, 0.41, 0.42), "pixel": (0.30, 0.31, 0.36)}),
         ("s2", {"grid": (0.50, 0.51)}),
@@ -385,6 +389,28 @@ def test_claims_command_prints_a_verdict_per_table3_claim(
     )
     assert (out / "table3_decomposition_smoke_claims.csv").exists()
 
+    parent = find_parent_run(store, "table3_decomposition_smoke", "s1")
+    assert f"parent run: {parent}" in printed
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    run = client.get_run(parent)
+    assert run.info.run_name == run_name("table3_decomposition_smoke", "s1")
+    assert run.data.params["swept_axes"] == "regions.method, element_size"
+    assert (run.data.params["launcher"], run.data.params["git_commit"]) == ("local", "fff0000")
+    assert run.data.metrics["summary/runs_finished"] == 9.0
+    assert run.data.metrics["summary/best_linear_miou"] == pytest.approx(0.45)
+    assert run.data.metrics["claims/supported"] == 2.0  # superpixels > grid, grid > 1px
+    artifacts = {Path(a.path).name for a in client.list_artifacts(parent, "summary")}
+    assert {
+        "table3_decomposition_smoke.md",
+        "table3_decomposition_smoke.tex",
+        "table3_decomposition_smoke.csv",
+        "table3_decomposition_smoke.png",
+        "table3_decomposition_smoke_claims.md",
+        "table3_decomposition_smoke_claims.csv",
+    } <= artifacts
+    assert main(argv) == 0  # a second summary keeps the write-once params and overwrites the rest
 
 
 def test_compare_sweeps_command(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -408,3 +434,16 @@ def test_compare_sweeps_command(store: str, tmp_path: Path, capsys: pytest.Captu
     assert "only in A" in printed
     assert (tmp_path / "table3_decomposition_smoke_s1_vs_s2.csv").exists()
     assert main([*argv[:-5], "--compare-sweeps", "s1", "nope", "--out", str(tmp_path)]) == 1
+
+
+def test_vice_sweep_summarizes_its_parent_run_at_the_end(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vice.sweep import _summarize
+
+    _summarize(store, "table3_decomposition_smoke", "s1", tmp_path / "tables")
+    parent = find_parent_run(store, "table3_decomposition_smoke", "s1")
+    assert capsys.readouterr().out.startswith(f"parent run {parent}: table, figure and claims report")
+    assert (tmp_path / "tables" / "table3_decomposition_smoke_claims.md").exists()
+    _summarize(store, "table3_decomposition_smoke", "no-such-sweep", tmp_path)  # no parent: said, not raised
+    assert capsys.readouterr().out == "(no parent run of sweep no-such-sweep to summarize)\n"

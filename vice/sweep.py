@@ -885,6 +885,19 @@ def _print_table(tracking_uri: str, experiment: str) -> None:
         print(f"(no table: {type(error).__name__}: {error})")
 
 
+def _summarize(tracking_uri: str, experiment: str, sweep_id: str, out_dir: Path) -> None:
+    try:
+        from analysis.summary import summarize_sweep
+
+        parent = summarize_sweep(tracking_uri, experiment, sweep_id, out_dir)
+        if parent is None:
+            print(f"(no parent run of sweep {sweep_id} to summarize)")
+        else:
+            print(f"parent run {parent}: table, figure and claims report in its artifacts ({out_dir})")
+    except Exception as error:  # the summary is a courtesy, like the table
+        print(f"(no parent-run summary: {type(error).__name__}: {error})")
+
+
 # The command --------------------------------------------------------------------------------------
 
 
@@ -1087,6 +1100,7 @@ def run_sweep(sweep: Sweep, sweep_id: str, states: Mapping[str, RunState], resub
     else:
         print(f"all {len(todo)} submitted job(s) finished")
         _print_table(sweep.tracking_uri, sweep.experiment)
+    _summarize(sweep.tracking_uri, sweep.experiment, sweep_id, sweep_dir / "tables")
     print(browse_hint(sweep.tracking_uri, sweep.experiment, sweep_id))
     return 1 if failed else 0
 
