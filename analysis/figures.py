@@ -25,12 +25,31 @@ from matplotlib.figure import Figure
 from analysis.cells import Summary, axis_values, summarize
 from analysis.cells import metric as metric_column
 from analysis.layout import Cell, collect_cells, gap_note, model_label, section_title
-from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table
+from analysis.render import SMOKE_FOOTNOTE, SMOKE_MARK, Section, Stat, Table
 from analysis.runs import metric_history
 from vice.job import NUM_IMAGES_METRIC
 
-PLOT_COLUMNS = ("panel", "series", "x", "xlabel", "mean", "std", "n", "smoke", "note")
+PLOT_COLUMNS = (
+    "panel",
+    "series",
+    "x",
+    "xlabel",
+    "mean",
+    "std",
+    "n",
+    "smoke",
+    "note",
+    "seeds",
+    "random_init",
+    "raw_colours",
+)
 METRIC = "eval/linear_miou"
+#: The floors drawn as reference lines: (plot column, label, metric of the same runs' final evaluation).
+FLOOR_LINES = (
+    ("random_init", "↳ random init", "eval/baseline_random_linear_miou"),
+    ("raw_colours", "↳ raw colours", "eval/baseline_rgb_linear_miou"),
+)
+SEED_SEPARATOR = ";"
 #: Metric the trainer logs with the number of ranks (one global batch = data.batch_size x world size).
 WORLD_SIZE_METRIC = "train/world_size"
 #: Fig. 6's x label for a panel whose runs cannot be converted to epochs.
@@ -75,7 +94,8 @@ def _point(
     cell: Cell, panel: str, series: str, x: float, values: Any, note: str | None, xlabel: str
 ) -> dict[str, Any]:
     summary = summarize(values)
-    return {
+    seeds = [100.0 * float(v) for v in values if v is not None and not np.isnan(v)]
+    point = {
         "panel": panel,
         "series": series,
         "x": x,
@@ -85,7 +105,12 @@ def _point(
         "n": summary.n if summary else 0,
         "smoke": cell.smoke,
         "note": note or "",
+        "seeds": SEED_SEPARATOR.join(f"{v:.4f}" for v in seeds),
     }
+    for column, _, floor in FLOOR_LINES:
+        floor_summary = summarize(metric_column(cell.runs, floor))
+        point[column] = floor_summary.mean if floor_summary else np.nan
+    return point
 
 
 def _frame(points: list[dict[str, Any]]) -> pd.DataFrame:
@@ -94,7 +119,15 @@ def _frame(points: list[dict[str, Any]]) -> pd.DataFrame:
     frame["_panel"] = frame["panel"].map(panels.index)
     frame = frame.sort_values(["_panel", "series", "x"], kind="stable").drop(columns="_panel")
     return frame.astype(
-        {"x": "float64", "mean": "float64", "std": "float64", "n": "int64", "smoke": "bool"}
+        {
+            "x": "float64",
+            "mean": "float64",
+            "std": "float64",
+            "n": "int64",
+            "smoke": "bool",
+            "random_init": "float64",
+            "raw_colours": "float64",
+        }
     ).reset_index(drop=True)
 
 
@@ -285,18 +318,47 @@ def draw_figure(data: pd.DataFrame, figure: str) -> Figure:
     for ax, panel in zip(axes, panels, strict=True):
         rows = data[(data["panel"] == panel) & (data["n"] > 0)]
         for series, points in rows.groupby("series", sort=True):
-            ax.errorbar(
+            bars = ax.errorbar(
                 points["x"], points["mean"], yerr=points["std"], marker="o", capsize=3, label=str(series)
             )
+            draw_seeds(ax, points, bars.lines[0].get_color())
+            draw_floors(ax, points, str(series), bars.lines[0].get_color())
         if figure == "fig7_backbone" and not rows.empty:
             ax.set_xticks(sorted(set(rows["x"])))
         labels = data.loc[data["panel"] == panel, "xlabel"]
         xlabel = str(labels.iloc[0]) if not labels.empty else spec.xlabel
-        ax.set(title=panel, xlabel=xlabel, ylabel="mIoU (%)")
+        smoke = bool(data.loc[data["panel"] == panel, "smoke"].any())
+        ax.set(title=f"{panel}{SMOKE_MARK if smoke else ''}", xlabel=xlabel, ylabel="mIoU (%)")
         if not rows.empty:
             ax.legend(fontsize="small")
     fig.suptitle(spec.title)
     return fig
+
+
+def seed_values(points: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Every seed of the points as ``(xs, values)``: one dot per seed, at its point's x."""
+    xs: list[float] = []
+    values: list[float] = []
+    for x, text in zip(points["x"], points["seeds"].fillna(""), strict=True):
+        seeds = [float(v) for v in str(text).split(SEED_SEPARATOR) if v]
+        xs += [float(x)] * len(seeds)
+        values += seeds
+    return xs, values
+
+
+def draw_seeds(ax: Any, points: pd.DataFrame, color: Any) -> None:
+    """One dot per seed over a series' mean ± std bars (unlabelled: the legend names the series)."""
+    xs, values = seed_values(points)
+    if values:
+        ax.scatter(xs, values, s=12, color=color, alpha=0.5, zorder=3)
+
+
+def draw_floors(ax: Any, points: pd.DataFrame, series: str, color: Any) -> None:
+    """The floors of a series' runs as dashed (random init) and dotted (raw colours) reference lines."""
+    for (column, label, _), style in zip(FLOOR_LINES, ("--", ":"), strict=True):
+        floor = points[["x", column]].dropna()
+        if not floor.empty:
+            ax.plot(floor["x"], floor[column], linestyle=style, color=color, label=f"{series} {label}")
 
 
 def plot_figure(data: pd.DataFrame, figure: str, stem: Path) -> tuple[Path, Path, Path]:

@@ -447,3 +447,33 @@ def test_vice_sweep_summarizes_its_parent_run_at_the_end(
     assert (tmp_path / "tables" / "table3_decomposition_smoke_claims.md").exists()
     _summarize(store, "table3_decomposition_smoke", "no-such-sweep", tmp_path)  # no parent: said, not raised
     assert capsys.readouterr().out == "(no parent run of sweep no-such-sweep to summarize)\n"
+
+
+# Figures: every seed, the floors, the smoke mark ----------------------------------------------------
+
+
+def test_figure_draws_every_seed_the_floors_and_marks_smoke() -> None:
+    from analysis.figures import draw_figure, element_size_data
+
+    records = []
+    for size, values, floor in ((6, (0.40, 0.44), 0.10), (12, (0.50, 0.52), 0.12)):
+        for seed, value in enumerate(values):
+            config = {**SMOKE, "regions.method": "slic", "regions.region_size": size, "seed": seed}
+            row = record(config, value)
+            row["metrics.eval/baseline_random_linear_miou"] = floor
+            records.append(row)
+    data = element_size_data(runs_frame(records), "fig5_element_size_smoke")
+    assert list(data["seeds"]) == ["40.0000;44.0000", "50.0000;52.0000"]
+    np.testing.assert_allclose(data["random_init"], [10.0, 12.0])
+    assert data["raw_colours"].isna().all()
+
+    (ax,) = draw_figure(data, "fig5_element_size").axes
+    assert ax.get_title() == "64px-resolution Synthetic (smoke)†"
+    (dots,) = ax.collections[-1:]
+    np.testing.assert_allclose(dots.get_offsets(), [[6, 40], [6, 44], [12, 50], [12, 52]])
+    floors = {
+        line.get_label(): line.get_xydata().tolist()
+        for line in ax.get_lines()
+        if line.get_linestyle() == "--"
+    }
+    assert floors == {"superpixel ↳ random init": [[6.0, 10.0], [12.0, 12.0]]}
