@@ -31,14 +31,16 @@ def run_app(task: str) -> None:
 
     @hydra.main(version_base="1.3", config_path=str(SWEEPS_DIR), config_name="config")
     def _main(cfg: DictConfig) -> None:
-        from vice.config import to_config, validate
+        from vice.config import redacted, to_config, validate
+        from vice.redact import redact_hydra_output
 
+        redact_hydra_output()
         config = to_config(cfg)
         validate(config)
         if task == "train":
             from vice.train import train
 
-            print(train_summary(train(config)))
+            print(train_summary(train(redacted(config))))
         elif task == "job":
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode

@@ -10,11 +10,13 @@ Names here are the project's names: the MLflow params are these keys, flattened 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from vice.redact import redact_uri
 
 #: OpenCV's SLIC indexes out of bounds for very small region sizes (opencv_contrib#623).
 MIN_SLIC_REGION_SIZE = 4
@@ -331,6 +333,14 @@ def to_config(cfg: DictConfig | Config | dict[str, Any]) -> Config:
     obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
     assert isinstance(obj, Config)
     return obj
+
+
+def redacted(cfg: Config) -> Config:
+    """``cfg`` as it may be saved or logged: credentials in ``tracking.tracking_uri`` become ``***@``."""
+    uri = cfg.tracking.tracking_uri
+    if uri is None or redact_uri(uri) == uri:
+        return cfg
+    return replace(cfg, tracking=replace(cfg.tracking, tracking_uri=redact_uri(uri)))
 
 
 def register_schema() -> None:

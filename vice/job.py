@@ -25,6 +25,7 @@ with cloudpickle, and ``vice-sweep`` imports this module only to name it.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -40,6 +41,7 @@ from typing import IO
 from omegaconf import DictConfig, OmegaConf
 
 from vice.config import Config, to_config, validate
+from vice.redact import redact_uri
 from vice.tracking import NullLogger, RunLogger, flatten_config
 
 log = logging.getLogger(__name__)
@@ -272,7 +274,7 @@ def _record_failure(run_dir: Path, logger: RunLogger, error: BaseException) -> N
 
     ``error.txt`` gets the traceback and the log paths; the run's ``error`` tag the traceback's end.
     """
-    trace = "".join(traceback.format_exception(error))
+    trace = redact_uri("".join(traceback.format_exception(error)))
     where = "".join(f"{name}: {path}\n" for name, path in log_paths().items())
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -363,6 +365,24 @@ def _stop_if_busy(busy: RunDirBusyError | None, run_dir: Path, device_name: str)
         )
 
 
+def _credentials_to_environment(cfg: Config) -> Config:
+    """``cfg`` with the tracking URI's credentials moved into MLflow's environment variables.
+
+    Everything the job saves, logs or passes on (``config.yaml``, params, checkpoints) then holds no secret.
+    """
+    from vice.tracking import credentials_to_environment
+
+    uri = cfg.tracking.tracking_uri
+    if uri is None:
+        return cfg
+    clean = credentials_to_environment(uri)
+    return (
+        cfg
+        if clean == uri
+        else dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, tracking_uri=clean))
+    )
+
+
 def run_job(cfg: Config) -> dict[str, float]:
     """Train and evaluate one job, recording it in its MLflow run; resumes from ``cfg.run_dir``.
 
@@ -382,6 +402,7 @@ def run_job(cfg: Config) -> dict[str, float]:
     from vice.dist import read_dist_env
 
     validate(cfg)
+    cfg = _credentials_to_environment(cfg)
     run_key = compute_run_key(cfg)
     run_dir = Path(cfg.run_dir)
     if cfg.tracking.sweep_id is not None and run_dir.name != run_key:
@@ -428,6 +449,9 @@ def run_job(cfg: Config) -> dict[str, float]:
 
 def hydra_task(raw: DictConfig) -> dict[str, float]:
     """The Hydra task function every sweep job runs (what hydra-submitit-launcher pickles)."""
+    from vice.redact import redact_hydra_output
+
+    redact_hydra_output()
     return run_job(to_config(raw))
 
 

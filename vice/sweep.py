@@ -58,6 +58,7 @@ from vice.job import (
     job_dir,
     tail,
 )
+from vice.redact import redact_logs, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ TIME_LIMIT_MARGIN = 1.5
 EVAL_ALLOWANCE_H = 0.5
 MIN_TIME_LIMIT_MIN = 60
 
+#: The override the sweep replaces by the resolved URI, without its credentials.
+TRACKING_URI_KEY = "tracking.tracking_uri"
 #: Config keys holding paths; vice-sweep passes them to jobs as absolute paths.
 PATH_KEYS = ("data.root", "eval.root", "model.pretrained", "regions.cache_dir")
 #: Error lines shown per failed job in the summary; log lines holding this are progress bars.
@@ -737,13 +740,22 @@ class LaunchOutcome:
     error: BaseException | None = None
 
 
+def drop_tracking_uri(overrides: Iterable[str]) -> list[str]:
+    """``overrides`` without the user's ``tracking.tracking_uri`` (which may hold credentials)."""
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != TRACKING_URI_KEY]
+
+
 def job_overrides(
     job: Job, experiment: str, tracking_uri: str, parent_run_id: str, sweep_id: str
 ) -> list[str]:
-    """The full override list a job runs with: its sweep overrides, absolute paths, run dir and tracking."""
+    """The full override list a job runs with: its sweep overrides, absolute paths, run dir and tracking.
+
+    ``tracking_uri`` replaces the user's ``tracking.tracking_uri`` override, whose credentials
+    :func:`prepare` moved into the environment: no secret reaches Hydra's files or submitit's pickles.
+    """
     return [
         f"experiment={experiment}",
-        *job.overrides,
+        *drop_tracking_uri(job.overrides),
         *path_overrides(job.config),
         f"run_dir={_quoted(str(job.run_dir))}",
         "tracking.enabled=true",
@@ -963,7 +975,7 @@ def prepare(args: argparse.Namespace) -> Sweep:
     from hydra import compose, initialize_config_dir
 
     from vice.config import register_schema
-    from vice.tracking import resolve_tracking_uri
+    from vice.tracking import credentials_to_environment, resolve_tracking_uri
 
     experiment = experiment_name(args.experiment, args.smoke)
     hydra_overrides, task_overrides = split_overrides(args.overrides)
@@ -991,9 +1003,12 @@ def prepare(args: argparse.Namespace) -> Sweep:
     except ValueError as error:
         raise SweepError(str(error)) from error
     if len(uris) != 1:
-        raise SweepError(
-            f"jobs log to {len(uris)} tracking URIs ({', '.join(sorted(uris))}): sweep one tracking.tracking_uri"
-        )
+        shown = ", ".join(sorted(redact_uri(uri) for uri in uris))
+        raise SweepError(f"jobs log to {len(uris)} tracking URIs ({shown}): sweep one tracking.tracking_uri")
+    try:
+        tracking_uri = credentials_to_environment(uris.pop())  # the jobs inherit the environment
+    except ValueError as error:
+        raise SweepError(str(error)) from error
     return Sweep(
         experiment,
         launcher,
@@ -1001,7 +1016,7 @@ def prepare(args: argparse.Namespace) -> Sweep:
         hydra_overrides,
         master,
         jobs,
-        uris.pop(),
+        tracking_uri,
         output_dir,
         check_inputs(jobs),
     )
@@ -1108,6 +1123,7 @@ def run_sweep(sweep: Sweep, sweep_id: str, states: Mapping[str, RunState], resub
 def main(argv: Sequence[str] | None = None) -> int:
     """``vice-sweep``: plan, then launch, one experiment's sweep (see the module docstring)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    redact_logs()
     args = _parser().parse_intermixed_args(argv)
     try:
         sweep = prepare(args)
@@ -1123,7 +1139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_id = args.sweep_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         return run_sweep(sweep, sweep_id, states, args.resubmit_running)
     except SweepError as error:
-        print(f"vice-sweep: nothing submitted: {error}", file=sys.stderr)
+        print(f"vice-sweep: nothing submitted: {redact_uri(str(error))}", file=sys.stderr)
         return 2
 
 

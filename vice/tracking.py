@@ -20,9 +20,11 @@ import random
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+
+from vice.redact import redact_uri, split_credentials
 
 # Before any mlflow import in a job (its telemetry client starts at import): no phoning home from nodes.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -46,6 +48,8 @@ TRUNCATION_MARK = "...<truncated>"
 LOCK_RETRIES = 6
 LOCK_BACKOFF_S = 0.5
 LOCK_MESSAGE = "database is locked"
+#: MLflow's own environment variables for an ``mlflow server``'s basic-auth credentials.
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 #: Filesystems where SQLite locking is unreliable: use an `mlflow server` there instead.
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "fuse.sshfs"})
 
@@ -98,6 +102,10 @@ def _check_status(status: str) -> None:
         raise ValueError(f"run status {status!r} is not one of {END_STATUSES}")
 
 
+def _tag_text(value: Any) -> str:
+    return _truncate(redact_uri(str(value)), MAX_TAG_VALUE_LENGTH)
+
+
 def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
 
@@ -106,7 +114,8 @@ def param_text(value: Any) -> str:
     """Render one config value as an MLflow param string that ``analysis.runs.cast_param`` reads back.
 
     ``None`` -> ``"None"``, booleans -> ``"true"``/``"false"``, sequences -> ``"[0.5, 1.5]"``, others
-    ``str``; cut to MLflow's 6000-character limit with :data:`TRUNCATION_MARK`.
+    ``str``; credentials in a URI redacted (:func:`vice.redact.redact_uri`); cut to MLflow's
+    6000-character limit with :data:`TRUNCATION_MARK`.
     """
     if value is None:
         text = "None"
@@ -116,7 +125,7 @@ def param_text(value: Any) -> str:
         text = str(list(value))
     else:
         text = str(value)
-    return _truncate(text, MAX_PARAM_VALUE_LENGTH)
+    return _truncate(redact_uri(text), MAX_PARAM_VALUE_LENGTH)
 
 
 def _as_container(cfg: Any) -> Any:
@@ -171,9 +180,43 @@ def resolve_tracking_uri(tracking_uri: str | None, output_dir: str | Path) -> st
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri
     raise ValueError(
-        f"tracking.tracking_uri={tracking_uri!r} is not supported: use sqlite:////abs/path/mlflow.db, "
+        f"tracking.tracking_uri={redact_uri(tracking_uri)!r} is not supported: use sqlite:////abs/path/mlflow.db, "
         "an http(s):// mlflow server, or leave it unset for <output dir>/mlflow.db"
     )
+
+
+def credentials_to_environment(tracking_uri: str, environ: MutableMapping[str, str] | None = None) -> str:
+    """Move ``user:password@`` of an ``http(s)://`` tracking URI into MLflow's environment variables.
+
+    MLflow sends :data:`USERNAME_ENV` / :data:`PASSWORD_ENV` as basic auth to an ``mlflow server``; the
+    jobs a sweep starts inherit them, so the URI that is logged, saved, pickled and printed holds no
+    secret. Setting the variables yourself is the preferred way; this only moves a secret typed into
+    the URI.
+
+    Args:
+        tracking_uri: any tracking URI; only an ``http(s)://`` one with user info changes.
+        environ: the environment to set (default ``os.environ``).
+
+    Returns:
+        The URI without its user info.
+
+    Raises:
+        ValueError: the environment already holds different credentials (the message shows no secret).
+    """
+    env = os.environ if environ is None else environ
+    if not tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    clean, user, password = split_credentials(tracking_uri)
+    for name, value in ((USERNAME_ENV, user), (PASSWORD_ENV, password)):
+        if value is None:
+            continue
+        if env.get(name, value) != value:
+            raise ValueError(
+                f"tracking.tracking_uri={redact_uri(tracking_uri)} holds credentials that differ from "
+                f"${name}: give them once, preferably as {USERNAME_ENV} and {PASSWORD_ENV}"
+            )
+        env[name] = value
+    return clean
 
 
 def filesystem_type(path: Path, mounts: str) -> str:
@@ -317,7 +360,7 @@ def start_parent_run(
         The parent run id; jobs pass it to :func:`open_run` and the sweep ends it with :func:`end_run`.
     """
     all_tags = {**job_tags(), "sweep_id": sweep_id, **(tags or {})}
-    all_tags = {k: _truncate(v, MAX_TAG_VALUE_LENGTH) for k, v in all_tags.items()}
+    all_tags = {k: _tag_text(v) for k, v in all_tags.items()}
     client = _client(tracking_uri)
     run = _with_retry(lambda: client.create_run(experiment_id, run_name=run_name or sweep_id, tags=all_tags))
     return str(run.info.run_id)
@@ -361,10 +404,10 @@ class MLflowLogger:
             self._log_batch(metrics=items[start : start + MAX_METRICS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        """Set or overwrite tags (values cut to MLflow's 8000-character limit)."""
+        """Set or overwrite tags (credentials redacted, values cut to MLflow's 8000-character limit)."""
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, _truncate(str(v), MAX_TAG_VALUE_LENGTH)) for k, v in tags.items()]
+        items = [RunTag(k, _tag_text(v)) for k, v in tags.items()]
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             self._log_batch(tags=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
 
@@ -423,7 +466,7 @@ def open_run(
             client.get_run(run_id)
         except MlflowException:
             raise LookupError(
-                f"{id_file} names MLflow run {run_id!r}, which is not in {tracking_uri}: point "
+                f"{id_file} names MLflow run {run_id!r}, which is not in {redact_uri(tracking_uri)}: point "
                 "tracking.tracking_uri at the store that has it, or delete the file to start a new run"
             ) from None
         logger = MLflowLogger(client, run_id)
@@ -434,7 +477,7 @@ def open_run(
     create_tags = dict(all_tags)
     if parent_run_id is not None:
         create_tags["mlflow.parentRunId"] = parent_run_id
-    create_tags = {k: _truncate(v, MAX_TAG_VALUE_LENGTH) for k, v in create_tags.items()}
+    create_tags = {k: _tag_text(v) for k, v in create_tags.items()}
     run = _with_retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=create_tags))
     id_file.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(id_file, run.info.run_id)

@@ -15,7 +15,9 @@ How it runs (this process is the study's only Optuna writer; keep it alive, e.g.
   ``vice-sweep`` does, and submits :func:`vice.job.run_job` through submitit; it polls the jobs and asks
   for the next trial as soon as any ends, so ``max_parallel`` trials are always running.
 - **Storage.** ``JournalStorage(JournalFileBackend(<output dir>/tune_<study>/optuna.journal))`` by
-  default, or an RDB URL (``postgresql://...``); never SQLite.
+  default, or an RDB URL (``postgresql://...``); never SQLite. ``--storage`` wins over
+  ``$VICE_OPTUNA_STORAGE`` (which keeps a password off the command line), which wins over the study's
+  ``storage``.
 - **Resume.** Re-running the same study continues toward ``n_trials`` complete (or pruned) trials.
   RUNNING trials of a dead driver are matched with their SLURM jobs: a live job is adopted, a finished
   one collected; a job that is gone (cancelled, node failure, or a local job of a dead driver) marks
@@ -53,13 +55,17 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from vice.app import SWEEPS_DIR
 from vice.config import Config, to_config, validate
 from vice.job import DEFAULT_OUTPUT_DIR, compute_run_key, is_smoke, job_dir, tail
+from vice.redact import redact_logs, redact_uri
 from vice.sweep import (
     SMOKE_SUFFIX,
+    TRACKING_URI_KEY,
     Composer,
     Job,
     SweepError,
+    _quoted,
     check_inputs,
     choose_launcher,
+    drop_tracking_uri,
     error_message,
     experiment_name,
     job_overrides,
@@ -82,6 +88,14 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
 DIRECTIONS = ("maximize", "minimize")
 RDB_SCHEMES = ("postgresql", "mysql")
+#: The storage URL when ``--storage`` is not given (before the study file's ``storage``): keeps an RDB
+#: password off the command line, like Optuna's own ``OPTUNA_STORAGE``.
+STORAGE_ENV = "VICE_OPTUNA_STORAGE"
+#: What to install for an RDB scheme's driver.
+RDB_DRIVERS = {
+    "postgresql": "pip install 'vice[postgres]'",
+    "mysql": "pip install pymysql (mysql+pymysql://)",
+}
 #: Trial user attributes the driver keeps: where a trial's job and run dir are.
 ATTR_JOB_ID, ATTR_FOLDER, ATTR_CLUSTER = "job_id", "submitit_folder", "cluster"
 ATTR_RUN_DIR, ATTR_RUN_KEY, ATTR_ERROR = "run_dir", "run_key", "error"
@@ -390,18 +404,26 @@ def build_storage(storage: str | None, study_dir: Path) -> Any:
     """Optuna storage: a journal file (default ``<study dir>/optuna.journal``) or an RDB URL.
 
     Raises:
-        StudyError: an SQLite URL (parallel writers lock or corrupt it, worst on a network FS).
+        StudyError: an SQLite URL (parallel writers lock or corrupt it, worst on a network FS), or an
+            RDB URL whose driver is not installed (naming the extra to install).
     """
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
     if storage is not None and storage.startswith("sqlite"):
         raise StudyError(
-            f"--storage {storage}: SQLite breaks with parallel writers (and on NFS); use a journal file "
+            f"--storage {redact_uri(storage)}: SQLite breaks with parallel writers (and on NFS); use a journal file "
             "path on the shared filesystem (the default) or postgresql://user@host/db"
         )
-    if storage is not None and storage.split(":", 1)[0].split("+", 1)[0] in RDB_SCHEMES:
-        return optuna.storages.RDBStorage(storage)
+    scheme = storage.split(":", 1)[0].split("+", 1)[0] if storage is not None else ""
+    if storage is not None and scheme in RDB_SCHEMES:
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except ImportError as error:
+            raise StudyError(
+                f"--storage {redact_uri(storage)}: no {scheme} driver ({error.__cause__ or error}): "
+                f"{RDB_DRIVERS[scheme]}"
+            ) from None
     path = Path(storage) if storage else study_dir / JOURNAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path.absolute())))
@@ -984,7 +1006,9 @@ def _parser() -> argparse.ArgumentParser:
         "--output-dir", type=Path, default=Path(DEFAULT_OUTPUT_DIR), help="run dirs, journal, MLflow store"
     )
     parser.add_argument(
-        "--storage", help="journal file path (default <output dir>/tune_<study>/optuna.journal) or an RDB URL"
+        "--storage",
+        help=f"journal file path or an RDB URL (default ${STORAGE_ENV}, else the study's, else "
+        "<output dir>/tune_<study>/optuna.journal)",
     )
     parser.add_argument("--launcher", help="launcher preset of sweeps/hydra/launcher/ (default: the study's)")
     parser.add_argument(
@@ -1009,9 +1033,11 @@ def prepare(args: argparse.Namespace, stack: ExitStack) -> Study:
     from hydra import compose
 
     from vice.config import register_schema
-    from vice.tracking import prepare_tracking, resolve_tracking_uri
+    from vice.tracking import credentials_to_environment, prepare_tracking, resolve_tracking_uri
 
     name, cfg = load_study(args.study)
+    if os.environ.get(STORAGE_ENV):
+        cfg.storage = os.environ[STORAGE_ENV]
     for key in ("n_trials", "max_parallel", "poll_s", "launcher", "storage"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
@@ -1042,7 +1068,14 @@ def prepare(args: argparse.Namespace, stack: ExitStack) -> Study:
     if problems:
         raise StudyError("missing inputs:\n" + "\n".join(f"  - {p}" for p in problems))
     check_search_space(cfg, name, composer, [f"experiment={experiment}", *task_overrides])
-    tracking_uri = resolve_tracking_uri(probe.tracking.tracking_uri, output_dir)
+    try:
+        tracking_uri = credentials_to_environment(
+            resolve_tracking_uri(probe.tracking.tracking_uri, output_dir)
+        )
+    except ValueError as error:
+        raise StudyError(str(error)) from error
+    if drop_tracking_uri(task_overrides) != task_overrides:  # its credentials are in the environment now
+        task_overrides = [*drop_tracking_uri(task_overrides), f"{TRACKING_URI_KEY}={_quoted(tracking_uri)}"]
     stack.enter_context(driver_lock(study_dir))
     optuna_study = optuna.create_study(
         study_name=sid,
@@ -1109,6 +1142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    redact_logs()
     args = _parser().parse_intermixed_args(argv)
     try:
         with (
@@ -1118,7 +1152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = prepare(args, stack)
             written = run_study(s)
     except StudyError as error:
-        print(f"vice-tune: {error}", file=sys.stderr)
+        print(f"vice-tune: {redact_uri(str(error))}", file=sys.stderr)
         return 2
     best = s.optuna_study.best_trial
     print(

@@ -193,13 +193,15 @@ def main() -> None:
     import hydra
 
     from vice.app import SWEEPS_DIR
-    from vice.config import register_schema, to_config, validate
+    from vice.config import redacted, register_schema, to_config, validate
+    from vice.redact import redact_hydra_output
 
     register_schema()
 
     @hydra.main(version_base="1.3", config_path=str(SWEEPS_DIR), config_name="config")
     def _main(raw: DictConfig) -> None:
-        cfg = to_config(raw)
+        redact_hydra_output()
+        cfg = redacted(to_config(raw))
         validate(cfg)
         if not cfg.eval.enabled:
             log.warning("eval.enabled=false: nothing to do")
