@@ -46,7 +46,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from vice.app import SWEEPS_DIR
+from vice.app import EXPERIMENTS_DIR, SWEEPS_DIR, list_experiments
 from vice.config import Config, to_config, validate
 from vice.job import (
     DEFAULT_OUTPUT_DIR,
@@ -62,7 +62,6 @@ from vice.redact import redact_logs, redact_uri
 
 log = logging.getLogger(__name__)
 
-EXPERIMENTS_DIR = SWEEPS_DIR / "experiment"
 LAUNCHERS_DIR = SWEEPS_DIR / "hydra" / "launcher"
 AUTO = "auto"
 #: What ``--launcher auto`` picks: the paper's 8 x 4 V100 for a paper experiment; for a smoke one the
@@ -169,11 +168,6 @@ class RunState:
 
 
 # Experiments and launchers ------------------------------------------------------------------------
-
-
-def list_experiments() -> list[str]:
-    """Every experiment file in ``sweeps/experiment/``, paper and smoke."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
 def list_launchers() -> list[str]:

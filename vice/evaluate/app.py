@@ -192,7 +192,7 @@ def main() -> None:
     """Hydra entry point (``vice-eval``, ``python -m vice.evaluate``) over ``sweeps/config.yaml``."""
     import hydra
 
-    from vice.app import SWEEPS_DIR
+    from vice.app import PROGRAMS, SWEEPS_DIR, config_errors_refused, hydra_entry_point
     from vice.config import redacted, register_schema, to_config, validate
     from vice.redact import redact_hydra_output
 
@@ -201,11 +201,12 @@ def main() -> None:
     @hydra.main(version_base="1.3", config_path=str(SWEEPS_DIR), config_name="config")
     def _main(raw: DictConfig) -> None:
         redact_hydra_output()
-        cfg = redacted(to_config(raw))
-        validate(cfg)
+        with config_errors_refused(PROGRAMS["eval"]):
+            cfg = redacted(to_config(raw))
+            validate(cfg)
         if not cfg.eval.enabled:
             log.warning("eval.enabled=false: nothing to do")
             return
         run_eval(cfg)
 
-    _main()
+    hydra_entry_point(PROGRAMS["eval"], _main)
