@@ -35,7 +35,7 @@ def test_relabel_consecutive_keeps_order():
 
 def test_slic_ids_never_cross_a_colour_edge_and_are_consecutive():
     image, quadrant = quadrant_image()
-    ids = slic_regions(image, "SLIC", region_size=10, ruler=10.0, iterations=5)
+    ids = slic_regions(image, "SLIC", region_size=10, ruler=10.0, iterations=5, connectivity=False)
     assert ids.dtype == np.int32 and ids.shape == quadrant.shape
     num = int(ids.max()) + 1
     np.testing.assert_array_equal(np.unique(ids), np.arange(num))
@@ -44,6 +44,12 @@ def test_slic_ids_never_cross_a_colour_edge_and_are_consecutive():
     np.testing.assert_array_equal(np.bincount(pairs // 4, minlength=num), np.ones(num))
     # ~ H*W / region_size^2 = 51 regions, with quadrant edges adding some
     assert 30 <= num <= 120
+    # The connectivity step merges slivers under a quarter superpixel into a neighbour, across an
+    # edge if need be: at most a sliver's worth of pixels per region leaves its quadrant.
+    connected = slic_regions(image, "SLIC", region_size=10, ruler=10.0, iterations=5)
+    pairs = np.bincount(connected.ravel() * 4 + quadrant.ravel(), minlength=(connected.max() + 1) * 4)
+    off_quadrant = pairs.reshape(-1, 4).sum(1) - pairs.reshape(-1, 4).max(1)  # (R,)
+    assert off_quadrant.max() <= 10 * 10 // 4
 
 
 @pytest.mark.parametrize("algorithm", ["SLICO", "MSLIC"])
@@ -52,6 +58,36 @@ def test_slic_variants_give_consecutive_ids(algorithm):
     ids = slic_regions(image, algorithm, region_size=10, ruler=10.0, iterations=3)
     np.testing.assert_array_equal(np.unique(ids), np.arange(ids.max() + 1))
     assert 10 <= ids.max() + 1 <= 40  # ~ 40 * 48 / 10^2 = 19
+
+
+def components_per_label(ids: np.ndarray) -> np.ndarray:
+    """(R,) number of 4-connected components of each label of an (H, W) id map."""
+    import cv2
+
+    return np.array(
+        [
+            cv2.connectedComponents((ids == label).astype(np.uint8), connectivity=4)[0] - 1
+            for label in range(ids.max() + 1)
+        ]
+    )
+
+
+def speckle_texture(size: int = 96) -> np.ndarray:
+    """Grey salt-and-pepper speckle: raw SLIC labels follow the specks instead of forming patches."""
+    rng = np.random.default_rng(4)
+    grey = np.where(rng.random((size, size)) < 0.3, 230, 30).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def test_slic_connectivity_gives_one_connected_patch_per_region():
+    image = speckle_texture()
+    raw = slic_regions(image, "SLIC", region_size=16, ruler=10.0, connectivity=False)
+    connected = slic_regions(image, "SLIC", region_size=16, ruler=10.0)
+    # Raw OpenCV labels are texture parts: many labels are scattered over dozens of fragments.
+    assert components_per_label(raw).max() >= 10
+    np.testing.assert_array_equal(components_per_label(connected), np.ones(connected.max() + 1))
+    # At most ~ 96^2 / 16^2 = 36 superpixels: fragments were merged, not kept as regions of their own.
+    assert 9 <= connected.max() + 1 <= 40
 
 
 def test_slic_rejects_tiny_region_size():

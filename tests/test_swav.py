@@ -2,7 +2,13 @@ import math
 
 import torch
 
-from vice.swav import Prototypes, RegionQueue, swapped_prediction_loss, swav_region_loss
+from vice.swav import (
+    Prototypes,
+    RegionQueue,
+    representation_health,
+    swapped_prediction_loss,
+    swav_region_loss,
+)
 
 
 def test_loss_hand_computed():
@@ -80,6 +86,44 @@ def test_queue_rows_enter_sinkhorn_but_not_the_loss():
     queue = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
     loss_q, codes_q = swav_region_loss(means, protos, 0.1, 0.05, 3, torch.tensor([6]), queue)
     _, codes_0 = swav_region_loss(means, protos, 0.1, 0.05, 3, torch.tensor([6]))
-    assert codes_q.shape == (6, 3)
-    assert not torch.allclose(codes_q, codes_0)  # the queue changes the equipartition
+    assert codes_q.shape == (16, 3)  # the batch's 6 rows first, then the queue's 10
+    assert not torch.allclose(codes_q[:6], codes_0)  # the queue changes the equipartition
     assert torch.isfinite(loss_q)
+
+
+def test_health_of_uniform_and_collapsed_codes():
+    k = 4
+    # Every prototype is the argmax of 2 of 8 rows: perplexity K, usage 1.
+    balanced = torch.eye(k).repeat(2, 1)
+    health = representation_health(balanced, torch.eye(8)[:, :8])
+    assert float(health["prototype_usage"]) == 1.0
+    assert float(health["code_entropy"]) == 0.0  # one-hot rows
+    # One prototype takes every row: perplexity 1, usage 1/K.
+    collapsed = torch.zeros(8, k)
+    collapsed[:, 2] = 1
+    assert math.isclose(float(representation_health(collapsed, torch.eye(8))["prototype_usage"]), 1 / k)
+    # Uniform rows: entropy ln K, normalized to 1.
+    uniform = torch.full((8, k), 1 / k)
+    assert math.isclose(
+        float(representation_health(uniform, torch.eye(8))["code_entropy"]), 1.0, rel_tol=1e-6
+    )
+    # Argmax shares (3/4, 1/4): perplexity exp(H) = exp(0.5623) = 1.7548, usage 1.7548 / 4.
+    skewed = torch.zeros(8, k)
+    skewed[:6, 0] = 1
+    skewed[6:, 1] = 1
+    assert math.isclose(
+        float(representation_health(skewed, torch.eye(8))["prototype_usage"]), 0.43869, rel_tol=1e-4
+    )
+
+
+def test_embedding_std_is_one_on_the_sphere_and_zero_when_collapsed():
+    torch.manual_seed(0)
+    spread = torch.nn.functional.normalize(torch.randn(20000, 16), dim=1)
+    codes = torch.full((4, 3), 1 / 3)
+    assert abs(float(representation_health(codes, spread)["embedding_std"]) - 1.0) < 0.02
+    point = torch.nn.functional.normalize(torch.ones(50, 16), dim=1)
+    assert float(representation_health(codes, point)["embedding_std"]) == 0.0
+    # The signed basis vectors +-e_1..e_D: per-dimension variance 1/D, exactly 1 after scaling.
+    basis = torch.cat([torch.eye(16), -torch.eye(16)])
+    std = float(representation_health(codes, basis)["embedding_std"])
+    assert math.isclose(std, math.sqrt(32 / 31), rel_tol=1e-5)  # sample std: n / (n - 1) correction

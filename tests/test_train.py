@@ -1,3 +1,4 @@
+import math
 import os
 import signal
 import socket
@@ -277,3 +278,29 @@ def test_200_cpu_steps_lower_the_loss_clearly_below_log_k(tmp_path):
     print(f"loss {start:.3f} -> {end:.3f}, ln K = {log_k:.3f}")
     assert end < 0.95 * log_k  # below the uniform-prediction (collapse) level
     assert end < start - 0.5
+
+
+def test_health_metrics_are_logged_every_log_step(tmp_path):
+    logger = SignalAt(step=-1)  # records metrics, never signals
+    cfg = tiny_config(tmp_path / "run")
+    cfg.train.log_every = 2
+    result = train(cfg, logger=logger)
+    logged = {step: m for step, m in logger.metrics if "train/loss" in m}
+    assert sorted(logged) == [2, 4, 6]
+    k = cfg.swav.num_prototypes
+    for step, m in logged.items():
+        assert m["train/loss"] == result.losses[step - 1]
+        assert m["train/loss_ratio"] == pytest.approx(result.losses[step - 1] / math.log(k), rel=1e-12)
+        assert 1 / k - 1e-6 <= m["train/prototype_usage"] <= 1 + 1e-6
+        assert 0 <= m["train/code_entropy"] <= 1 + 1e-6
+        assert 0 < m["train/embedding_std"] < 2
+
+
+def test_usage_collapse_is_warned_once(caplog):
+    metrics = {"train/prototype_usage": 0.2}
+    with caplog.at_level("WARNING", logger="vice.train"):
+        assert train_module.warn_collapse(metrics, 10, warned=False) is True
+        assert train_module.warn_collapse(metrics, 20, warned=True) is True
+        assert train_module.warn_collapse({"train/prototype_usage": 0.9}, 30, warned=False) is False
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "0.20 of K at step 10" in warnings[0]

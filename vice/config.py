@@ -31,6 +31,7 @@ class RegionConfig:
     region_size: int = 20  # SLIC average superpixel side, or grid cell side, in pixels
     ruler: float = 10.0  # SLIC compactness
     iterations: int = 5  # SLIC iterate() count
+    connectivity: bool = True  # SLIC connectivity step: one connected patch per region (false: raw labels)
     cache_dir: str | None = None  # on-disk cache of decompositions; None disables it
 
 

@@ -126,7 +126,8 @@ def swav_region_loss(
         queue: (F, D) earlier view-0 embeddings, concatenated before Sinkhorn and dropped after.
 
     Returns:
-        The scalar loss and the (N, K) codes of view 0 (for monitoring prototype usage).
+        The scalar loss and the (N + F, K) codes of view 0 and of the queue, in that order (the loss
+        uses the first N; all of them feed :func:`representation_health`).
     """
     # Scores, codes and loss in float32 even under autocast: bf16 logits / tau lose ~1e-2.
     with torch.autocast(means.device.type, enabled=False):
@@ -136,7 +137,42 @@ def swav_region_loss(
             target_scores = scores[0]  # (N, K)
             if queue is not None and queue.shape[0] > 0:
                 target_scores = torch.cat([target_scores, prototypes(queue.float())])  # (N+F, K)
-            codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)[
-                : scores.shape[1]
-            ]  # (N, K)
-        return swapped_prediction_loss(scores[1:], codes, temperature, num_regions), codes
+            codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)  # (N+F, K)
+        loss = swapped_prediction_loss(scores[1:], codes[: scores.shape[1]], temperature, num_regions)
+        return loss, codes
+
+
+#: Floor inside the logarithms of the health metrics (0 log 0 = 0).
+LOG_EPS = 1e-12
+
+
+@torch.no_grad()
+def representation_health(codes: torch.Tensor, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Collapse indicators of one step, as 0-dim tensors (no host sync; read them at log time).
+
+    Args:
+        codes: (N, K) Sinkhorn codes (rows sum to 1), of the batch and the queue.
+        embeddings: (N', D) L2-normalized region embeddings of view 0.
+
+    Returns:
+        ``prototype_usage``: perplexity of the codes' argmax histogram / K (1 = every prototype
+        equally used, 1/K = one prototype takes everything);
+        ``code_entropy``: mean entropy of a code row / ln K (0 = one-hot codes, 1 = uniform codes);
+        ``embedding_std``: per-dimension std of the embeddings over regions, averaged over D and
+        times sqrt(D) (about 1 for embeddings spread over the sphere, 0 when they collapse to a point).
+    """
+    num_prototypes = codes.shape[1]
+    counts = torch.bincount(codes.argmax(dim=1), minlength=num_prototypes).float()  # (K,)
+    share = counts / counts.sum().clamp_min(1)
+    usage = torch.exp(-(share * share.clamp_min(LOG_EPS).log()).sum()) / num_prototypes
+    row_entropy = -(codes * codes.clamp_min(LOG_EPS).log()).sum(dim=1)  # (N,)
+    spread = (
+        embeddings.float().std(dim=0).mean() * math.sqrt(embeddings.shape[1])
+        if embeddings.shape[0] > 1
+        else codes.new_zeros(())
+    )
+    return {
+        "prototype_usage": usage,
+        "code_entropy": row_entropy.mean() / math.log(num_prototypes),
+        "embedding_std": spread,
+    }

@@ -18,7 +18,7 @@ from torch import nn
 from vice.checkpoint import load_latest, save_checkpoint
 from vice.config import Config, validate
 from vice.pooling import region_means
-from vice.swav import Prototypes, RegionQueue, swav_region_loss
+from vice.swav import Prototypes, RegionQueue, representation_health, swav_region_loss
 from vice.tracking import NullLogger, RunLogger
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class RegionalSwav(nn.Module):
             queue: (F, D) queued view-0 embeddings or None.
 
         Returns:
-            loss (scalar), codes (N, K) of view 0, and the (N, D) normalized view-0 region means
-            (what the queue stores).
+            loss (scalar), codes (N + F, K) of view 0 and the queue, and the (N, D) normalized view-0
+            region means (what the queue stores).
         """
         embeddings = self.embedder(views)  # (B*M, D, S, S)
         means = region_means(embeddings, regions, num_regions, num_views)  # (M, N, D)
@@ -188,7 +188,7 @@ def train_step(
     amp_dtype: torch.dtype | None,
     channels_last: bool,
     num_views: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step on a :class:`vice.data.train.ViewBatch`; the LR must already be set.
 
     Args:
@@ -205,8 +205,9 @@ def train_step(
         num_views: M.
 
     Returns:
-        The loss (detached scalar) and the (N, K) codes of view 0. When the loss of any rank is not
-        finite, no rank takes the step and every rank gets a non-finite loss back.
+        The loss (detached scalar), the (N + F, K) codes of view 0 and the queue, and the (N, D)
+        normalized view-0 region means. When the loss of any rank is not finite, no rank takes the
+        step and every rank gets a non-finite loss back.
     """
     from vice.dist import any_rank
 
@@ -221,7 +222,7 @@ def train_step(
         loss, codes, z0 = ddp(views, regions, num_regions, num_views, queued)
     finite = math.isfinite(loss.item())  # one host sync
     if any_rank(not finite, device):  # every rank skips backward together
-        return (loss if not finite else torch.full_like(loss, math.nan)).detach(), codes
+        return (loss if not finite else torch.full_like(loss, math.nan)).detach(), codes, z0
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if freeze_prototypes:
@@ -231,7 +232,7 @@ def train_step(
     model.prototypes.normalize_()
     if queue is not None:
         queue.push(z0)
-    return loss.detach(), codes
+    return loss.detach(), codes, z0
 
 
 def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | None = None) -> TrainResult:
@@ -309,11 +310,12 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
     bar = tqdm(total=t.max_steps, initial=start_step, disable=not main_process, desc="train", unit="step")
     tick, views_seen = time.perf_counter(), 0
     step = start_step
+    warned_collapse = False
     with GracefulStop() as stop:
         for batch in loader:
             lr = cosine_lr(step, peak_lr, cfg.optim.warmup_steps, t.max_steps, cfg.optim.final_lr_ratio)
             set_lr(optimizer, lr)
-            loss, codes = train_step(
+            loss, codes, z0 = train_step(
                 ddp,
                 model,
                 optimizer,
@@ -338,19 +340,19 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
             bar.update(1)
             if step % t.log_every == 0 or step == t.max_steps:
                 elapsed = time.perf_counter() - tick
+                health = {f"train/{k}": float(v) for k, v in representation_health(codes, z0).items()}
                 metrics = {
                     "train/loss": losses[-1],
+                    "train/loss_ratio": losses[-1] / math.log(s.num_prototypes),
                     "train/lr": lr,
                     "train/views_per_s": views_seen * env.world_size / max(elapsed, 1e-9),
-                    "train/prototype_usage": codes.argmax(1).unique().numel() / s.num_prototypes,
                     "train/regions_per_image": float(batch.num_regions.float().mean()),
+                    **health,
                 }
-                bar.set_postfix(
-                    loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", views_s=f"{metrics['train/views_per_s']:.1f}"
-                )
+                bar.set_postfix_str(health_line(metrics))
                 if main_process:
-                    usage = metrics["train/prototype_usage"]
-                    bar.write(f"step {step:6d}  loss {losses[-1]:.4f}  lr {lr:.3e}  usage {usage:.2f}")
+                    bar.write(f"step {step:6d}  loss {losses[-1]:.4f}  {health_line(metrics)}")
+                warned_collapse = warn_collapse(metrics, step, warned_collapse)
                 logger.log_metrics(metrics, step=step)
                 tick, views_seen = time.perf_counter(), 0
             stopping = any_rank(stop.signum is not None, device)  # all ranks stop at the same step
@@ -371,6 +373,34 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
                 logger.log_metrics(evaluator(model.embedder, step), step=step)
     bar.close()
     return TrainResult(model.embedder, step, losses, run_dir, start_step)
+
+
+#: Prototype usage below this share of K counts as collapse (warned once per run).
+USAGE_COLLAPSE = 0.25
+
+
+def health_line(metrics: dict[str, float]) -> str:
+    """The progress bar's postfix: loss / ln K and the collapse indicators."""
+    return (
+        f"loss/lnK={metrics['train/loss_ratio']:.3f} usage={metrics['train/prototype_usage']:.2f} "
+        f"H(q)={metrics['train/code_entropy']:.2f} std={metrics['train/embedding_std']:.2f} "
+        f"lr={metrics['train/lr']:.2e}"
+    )
+
+
+def warn_collapse(metrics: dict[str, float], step: int, warned: bool) -> bool:
+    """Warn the first time prototype usage falls below :data:`USAGE_COLLAPSE`; return whether warned."""
+    usage = metrics["train/prototype_usage"]
+    if warned or usage >= USAGE_COLLAPSE:
+        return warned
+    log.warning(
+        "prototype usage fell to %.2f of K at step %d: the codes are collapsing onto a few prototypes. "
+        "Typical causes: the queue starts too early or is long for the data (swav.queue_start_step, "
+        "swav.queue_length), a too large optim.base_lr, or too few regions per batch for K.",
+        usage,
+        step,
+    )
+    return True
 
 
 def check_finite_weights(model: nn.Module, step: int) -> None:
