@@ -18,7 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from vice.redact import redact_uri
+
 RUN_KEY_TAG = "tags.run_key"
+#: MLflow retries an unreachable server 7 times with backoff (minutes) by default; a read fails fast.
+FAST_FAIL_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 FINISHED = "FINISHED"
 _NULL_TEXTS = frozenset({"None", "null", "~", ""})
 _SEARCH_PAGE = 1000
@@ -52,7 +56,48 @@ def cast_param(text: str | None) -> Any:
     return text
 
 
+class StoreError(LookupError):
+    """The tracking URI names no store that can be read; reading never creates one."""
+
+
+def _check_local_store(tracking_uri: str) -> None:
+    """Refuse a URI that MLflow would answer by creating a store, or by a FileStore traceback."""
+    how = (
+        "use sqlite:////abs/path/mlflow.db (four slashes: the store vice-sweep writes) or http(s)://host:port"
+    )
+    if tracking_uri.startswith("sqlite:///"):
+        path = tracking_uri.removeprefix("sqlite:///")
+        if not os.path.isabs(path):
+            raise StoreError(f"{tracking_uri} is a path relative to the working dir: {how}")
+        if not os.path.isfile(path):
+            raise StoreError(f"no MLflow store at {path}: nothing is created when reading; {how}")
+    elif "://" not in tracking_uri or tracking_uri.startswith("file:"):
+        raise StoreError(f"{redact_uri(tracking_uri)} is a path, not a tracking URI: {how}")
+
+
+def check_store(tracking_uri: str) -> None:
+    """Check that a store can be read, before reading: fast, with one line on failure.
+
+    A local URI must name an existing SQLite file by its absolute path; a server gets one request,
+    without MLflow's retries (:data:`FAST_FAIL_HTTP_ENV`, unless those variables are already set).
+
+    Raises:
+        StoreError: naming the URI (credentials redacted) and how to fix it.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        _check_local_store(tracking_uri)
+        return
+    for name, value in FAST_FAIL_HTTP_ENV.items():
+        os.environ.setdefault(name, value)
+    try:
+        _client(tracking_uri).search_experiments(max_results=1)
+    except Exception as error:
+        reason = " ".join(str(error).split())
+        raise StoreError(f"cannot read the MLflow server {redact_uri(tracking_uri)}: {reason}") from None
+
+
 def _client(tracking_uri: str) -> Any:
+    _check_local_store(tracking_uri)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 

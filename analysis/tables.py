@@ -41,7 +41,8 @@ from analysis.layout import (
 )
 from analysis.paper import paper_rows, paper_table, parse_duration
 from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table, Value, best_marks, render
-from analysis.runs import list_experiments, load_runs
+from analysis.runs import StoreError, check_store, list_experiments, load_runs
+from vice.redact import redact_uri
 
 _FAMILY = re.compile(r"^metrics\.eval/(cluster(\d+)_(hungarian|majority)|linear)_miou$")
 MARKERS = {"hungarian": "◇", "majority": "⋆"}
@@ -718,7 +719,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", action="store_true", help="show paper | ours | Δ columns")
     parser.add_argument("--out", type=Path, default=Path("outputs/tables"), help="where files are written")
     parser.add_argument(
-        "--format", choices=("markdown", "latex", "csv"), default="markdown", help="what is printed"
+        "--format",
+        choices=("markdown", "latex", "csv"),
+        default="markdown",
+        help="what is printed; with latex and csv stdout holds only the tables (the file paths go to stderr)",
     )
     parser.add_argument(
         "--claims",
@@ -740,11 +744,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.tracking_uri:
         print("vice-tables: no tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
         return 2
+    try:
+        check_store(args.tracking_uri)
+    except StoreError as error:
+        print(f"vice-tables: {error}", file=sys.stderr)
+        return 2
     names = args.experiments or [
         n for n in list_experiments(args.tracking_uri) if any(k in n for k in KNOWN_EXPERIMENTS)
     ]
     if not names:
-        print(f"vice-tables: no paper experiment in {args.tracking_uri}", file=sys.stderr)
+        print(f"vice-tables: no paper experiment in {redact_uri(args.tracking_uri)}", file=sys.stderr)
         return 1
     if args.compare_sweeps:
         return _compare_sweeps(args.tracking_uri, names, tuple(args.compare_sweeps), args.out)
@@ -765,11 +774,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 1
             continue
         printed = {"markdown": 0, "latex": 1, "csv": 2}[args.format]
+        notes = sys.stdout if args.format == "markdown" else sys.stderr  # LaTeX and CSV: only the table
         print(extra.text or outputs.files[printed].read_text(encoding="utf-8"))
-        print(f"files: {' '.join(str(p) for p in (*outputs.files, *extra.files))}")
-        print(f"figure: {outputs.figure}")
+        print(f"files: {' '.join(str(p) for p in (*outputs.files, *extra.files))}", file=notes)
+        print(f"figure: {outputs.figure}", file=notes)
         for note in extra.notes:
-            print(note)
+            print(note, file=notes)
         print()
     return status
 
