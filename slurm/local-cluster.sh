@@ -11,6 +11,9 @@
 #   VICE_SLURM_CLUSTER  cluster name (default vice)
 #   VICE_SLURM_DB_PORT  TCP port of the private MariaDB on 127.0.0.1 (default 3307)
 #
+# Every daemon listens on 127.0.0.1 only (slurmctld 6817, slurmd 6818, slurmdbd 6819, MariaDB), provided
+# the host name resolves to 127.0.0.1; otherwise `up` warns and the SLURM daemons listen on every interface.
+#
 # Every `up` from a stopped cluster wipes the controller state and the accounting database together:
 # job ids restart at 1, and an old database would otherwise report a new job 1 as already finished.
 set -euo pipefail
@@ -108,8 +111,30 @@ link_system_conf() { # clients (sinfo, sbatch, submitit) read /etc/slurm/slurm.c
     ln -sfn "$CONF" "$SYSTEM_CONF"
 }
 
+host_address() { getent ahostsv4 "$HOST" | awk 'NR == 1 {print $1}'; }
+
+bind_line() { # bind_line OPTIONS: the CommunicationParameters line that keeps a daemon off the network
+    # With these options the daemons bind to the address the host name resolves to instead of every
+    # interface; the configs name 127.0.0.1, so that is only right when the name resolves there.
+    if [[ $(host_address) == 127.0.0.1 ]]; then
+        echo "# Listen on 127.0.0.1 (what $HOST resolves to) only, not on every interface."
+        echo "CommunicationParameters=$1"
+    else
+        echo "# $HOST resolves to $(host_address), not 127.0.0.1: listening on every interface."
+    fi
+}
+
+listening() { # the local addresses of the daemons' TCP ports (6817 slurmctld, 6818 slurmd, 6819 slurmdbd)
+    command -v ss >/dev/null || return 0
+    ss -ltnH '( sport = :6817 or sport = :6818 or sport = :6819 )' | awk '{print $4}' | sort | xargs
+}
+
 write_configs() {
     local node
+    if [[ $(host_address) != 127.0.0.1 ]]; then
+        say "warning: $HOST resolves to '$(host_address)', not 127.0.0.1, so slurmctld, slurmd and slurmdbd" \
+            "listen on every interface; add '127.0.0.1 $HOST' to /etc/hosts to keep them on 127.0.0.1"
+    fi
     node=$(slurmd -C | head -n 1)
     [[ $node == NodeName=* ]] || die "\`slurmd -C\` printed '$node' instead of a NodeName line"
     cat >"$CONF" <<EOF
@@ -139,6 +164,7 @@ ReturnToService=2
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 JobCompType=jobcomp/none
+$(bind_line NoCtldInAddrAny,NoInAddrAny)
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -147,6 +173,7 @@ EOF
 AuthType=auth/munge
 DbdHost=$HOST
 DbdAddr=127.0.0.1
+$(bind_line NoInAddrAny)
 SlurmUser=root
 PidFile=$RUN/slurmdbd.daemon.pid
 StorageType=accounting_storage/mysql
@@ -241,6 +268,7 @@ cmd_up() {
     wait_until "node $HOST to be idle in partition $PARTITION" 60 slurmd node_idle
     wait_until "sacct to answer" 30 slurmdbd sacct -n -X
     say "up in $((SECONDS - t0))s: cluster $CLUSTER, partition $PARTITION, state dir $STATE_DIR"
+    say "listening on $(listening)"
 }
 
 stop_daemons() { # stop_daemons [quiet]: cancel jobs, then stop our daemons in reverse start order, by PID
@@ -289,6 +317,7 @@ cmd_status() {
     done
     if ((up == 0)); then
         sinfo
+        echo "listening: $(listening)"
     fi
     echo "state dir: $STATE_DIR"
     return "$up"

@@ -107,11 +107,23 @@ def test_a_missing_rdb_driver_names_the_extra_and_hides_the_password(
 ) -> None:
     from vice.tune import StudyError, build_storage
 
-    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if psycopg2-binary were not installed
+    url = f"postgresql://user:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1
+    for driver in ("psycopg", "psycopg2"):  # as if the extra were not installed
+        monkeypatch.setitem(sys.modules, driver, None)
+    with pytest.raises(StudyError) as error:
+        build_storage(url, tmp_path)
+    assert str(error.value).startswith("--storage postgresql://***@127.0.0.1:1/db: no postgresql driver (")
+    assert str(error.value).endswith("): pip install 'vice[postgres]'") and SECRET not in str(error.value)
+
+
+def test_an_rdb_server_that_does_not_answer_is_one_line_without_the_password(tmp_path: Path) -> None:
+    from vice.tune import StudyError, build_storage
+
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed: pip install 'vice[postgres]'")
     with pytest.raises(StudyError) as error:
         build_storage(f"postgresql://user:{SECRET}@127.0.0.1:1/db", tmp_path)
-    assert "pip install 'vice[postgres]'" in str(error.value)
-    assert "postgresql://***@127.0.0.1:1/db" in str(error.value) and SECRET not in str(error.value)
+    assert str(error.value).startswith("--storage postgresql://***@127.0.0.1:1/db: cannot connect: ")
+    assert "Connection refused" in str(error.value) and SECRET not in str(error.value)
 
 
 def test_the_optuna_storage_comes_from_the_environment_unless_given(

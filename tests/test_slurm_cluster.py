@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -71,6 +72,21 @@ def _wait_for(predicate: Any, timeout_s: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="no `ss` to list listening sockets")
+@pytest.mark.skipif(
+    socket.gethostbyname(socket.gethostname()) != "127.0.0.1",
+    reason="the host name does not resolve to 127.0.0.1, so the cluster listens on every interface",
+)
+def test_the_daemons_listen_on_127_0_0_1_only() -> None:
+    ports = "( sport = :6817 or sport = :6818 or sport = :6819 )"  # slurmctld, slurmd, slurmdbd
+    listening = subprocess.run(["ss", "-ltnH", ports], capture_output=True, text=True, check=True).stdout
+    assert sorted(line.split()[3] for line in listening.splitlines()) == [
+        "127.0.0.1:6817",
+        "127.0.0.1:6818",
+        "127.0.0.1:6819",
+    ]
 
 
 def test_submitit_job_returns_its_result_and_is_accounted(tmp_path: Path) -> None:

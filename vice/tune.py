@@ -405,9 +405,11 @@ def build_storage(storage: str | None, study_dir: Path) -> Any:
 
     Raises:
         StudyError: an SQLite URL (parallel writers lock or corrupt it, worst on a network FS), or an
-            RDB URL whose driver is not installed (naming the extra to install).
+            RDB URL whose driver is not installed (naming the extra to install) or whose server does not
+            answer.
     """
     import optuna
+    import sqlalchemy.exc
     from optuna.storages.journal import JournalFileBackend
 
     if storage is not None and storage.startswith("sqlite"):
@@ -423,6 +425,11 @@ def build_storage(storage: str | None, study_dir: Path) -> Any:
             raise StudyError(
                 f"--storage {redact_uri(storage)}: no {scheme} driver ({error.__cause__ or error}): "
                 f"{RDB_DRIVERS[scheme]}"
+            ) from None
+        except sqlalchemy.exc.OperationalError as error:
+            reason = " ".join(str(error.orig).split())
+            raise StudyError(
+                f"--storage {redact_uri(storage)}: cannot connect: {redact_uri(reason)}"
             ) from None
     path = Path(storage) if storage else study_dir / JOURNAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
