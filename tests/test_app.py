@@ -22,6 +22,7 @@ def run_entry_point(module: str, *overrides: str) -> subprocess.CompletedProcess
 def test_an_unknown_experiment_is_refused_naming_every_valid_one() -> None:
     check_experiment_overrides(["experiment=demo", "seed=1", "experiment_note=x"])
     check_experiment_overrides(["+experiment=table3_decomposition_smoke,demo"])
+    check_experiment_overrides(["experiment=choice(demo,table3_decomposition_smoke)"])  # Hydra's to expand
     with pytest.raises(ConfigError) as error:
         check_experiment_overrides(["seed=1", "experiment=demo,table3_decompositon_smoke"])
     message = str(error.value)

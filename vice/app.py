@@ -18,6 +18,8 @@ SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 EXPERIMENTS_DIR = SWEEPS_DIR / "experiment"
 #: How each task's entry point is called, for its error lines.
 PROGRAMS = {"train": "vice-train", "job": "python -m vice.job", "eval": "vice-eval"}
+#: Characters of Hydra's sweep functions and globs; such an experiment value is left to Hydra.
+SWEEP_SYNTAX = "()[]{}*"
 #: Exit status of a refused command line (argparse's, and vice-sweep's).
 USAGE_ERROR = 2
 
@@ -32,7 +34,7 @@ def check_experiment_overrides(overrides: Sequence[str]) -> None:
 
     Hydra treats the optional experiment group as absent when the name is misspelt; this runs before
     Hydra, so nothing is composed, trained or created. Multirun lists (``experiment=a,b``) are checked
-    name by name.
+    name by name; sweep functions (``choice(a,b)``) and globs are left to Hydra.
 
     Args:
         overrides: the command line after the program name.
@@ -43,8 +45,8 @@ def check_experiment_overrides(overrides: Sequence[str]) -> None:
     known = list_experiments()
     for override in overrides:
         key, sep, value = override.partition("=")
-        if not sep or key.lstrip("+~") != "experiment":
-            continue
+        if not sep or key.lstrip("+~") != "experiment" or any(c in value for c in SWEEP_SYNTAX):
+            continue  # choice(...), range(...), glob(...): Hydra expands and checks those
         for name in value.split(","):
             if name.strip() not in known:
                 raise ConfigError(
