@@ -127,7 +127,9 @@ def run_learning(
     per_seed, configs = [], []
     for seed in seeds:
         cfg = recipe_config(devset, work_dir / f"seed{seed}", seed, overrides)
-        log.info("seed %d: %d steps of experiment=%s %s", seed, cfg.train.max_steps, RECIPE, " ".join(overrides))
+        log.info(
+            "seed %d: %d steps of experiment=%s %s", seed, cfg.train.max_steps, RECIPE, " ".join(overrides)
+        )
         metrics = run_seed(cfg)
         per_seed.append(metrics)
         configs.append(cfg)
@@ -159,9 +161,13 @@ def run_learning(
 def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.learning [--seeds N] [override ...]``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.learning", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
-    parser.add_argument("--work-dir", type=Path, default=Path("outputs/learning"), help="dev set and run dirs")
+    parser.add_argument(
+        "--work-dir", type=Path, default=Path("outputs/learning"), help="dev set and run dirs"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where learning.{md,json} go")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of experiment=photos")
     args = parser.parse_args(argv)

@@ -85,6 +85,8 @@ def test_near_collapse_matches_float64_on_random_gaps():
     scores[:, 1:] -= 0.8
     for epsilon in (0.05, 0.03):
         q = sinkhorn(scores, epsilon, 3)
-        torch.testing.assert_close(q.double(), exact_sinkhorn_float64(scores, epsilon, 3), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            q.double(), exact_sinkhorn_float64(scores, epsilon, 3), rtol=1e-4, atol=1e-6
+        )
         # The far prototypes still receive mass: equipartition is approached, not abandoned.
         assert float(q.sum(0).min()) > 0.5 * 40 / 6
