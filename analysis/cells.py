@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 from vice.config import Config
+from vice.launch.tracking.identity import is_semantic
+from vice.launch.tracking.params import override_value
 
 DERIVED_AXES = ("pretrained", "element_size", "eval_dataset")
 #: Tags that must agree inside a cell: the evaluation tags and `smoke` (an axis of the table is exempt).
@@ -36,26 +38,14 @@ UNIFORM_TAGS = (
     "mapping_fit_set",
     "smoke",
 )
-#: Config keys that do not change a result: bookkeeping, paths, hardware, logging cadence.
-NON_SEMANTIC_KEYS = frozenset(
+#: Semantic config keys (they enter the run key: :data:`vice.launch.tracking.identity.NON_SEMANTIC_KEYS`)
+#: that may still differ inside a cell, each for its reason.
+CELL_FREE_KEYS = frozenset(
     {
-        "experiment",
-        "seed",
-        "run_dir",
-        "data.root",
-        "data.num_workers",
-        "eval.root",
-        "eval.dataset",
-        "eval.pictures",
-        "eval.checkpoint",  # the job evaluates its own checkpoint; vice-eval alone reads it
-        "eval.batch_size",
-        "model.pretrained",
-        "regions.cache_dir",
-        "train.device",
-        "train.threads",
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.eval_every",
+        "seed",  # a cell averages its seeds
+        "eval.dataset",  # checked as the eval_dataset tag (UNIFORM_TAGS) and the eval_dataset axis
+        "model.pretrained",  # a path per machine: checked as the derived axis `pretrained` (set or not)
+        "train.eval_every",  # intermediate evaluations: the final model's evaluation is what a cell shows
     }
 )
 PERCENT = 100.0
@@ -77,9 +67,7 @@ def _flat_keys(schema: type, prefix: str = "") -> list[str]:
 
 
 #: The flattened config keys whose values must agree inside a cell (axes excepted).
-SEMANTIC_KEYS = tuple(
-    k for k in _flat_keys(Config) if k not in NON_SEMANTIC_KEYS and not k.startswith("tracking.")
-)
+SEMANTIC_KEYS = tuple(k for k in _flat_keys(Config) if is_semantic(k) and k not in CELL_FREE_KEYS)
 
 
 def _param(runs: pd.DataFrame, key: str) -> pd.Series:
@@ -187,18 +175,7 @@ def group_runs(runs: pd.DataFrame, axes: Sequence[str]) -> dict[tuple[Any, ...],
 
 def describe_key(axes: Sequence[str], key: Sequence[Any]) -> str:
     """``"data.name=cityscapes, views.view_size=256"``: a cell named by its axis values."""
-    return ", ".join(f"{a}={format_value(v)}" for a, v in zip(axes, key, strict=True))
-
-
-def format_value(value: Any) -> str:
-    """Write a value as a Hydra override would (``null``, ``true``, ``[0.5,1.5]``, ``0.25``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple | list):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    return str(value)
+    return ", ".join(f"{a}={override_value(v)}" for a, v in zip(axes, key, strict=True))
 
 
 def overrides(axes: Sequence[str], key: Sequence[Any]) -> list[str]:
@@ -210,11 +187,11 @@ def overrides(axes: Sequence[str], key: Sequence[Any]) -> list[str]:
             result.append("model.pretrained=<ImageNet ResNet weights>" if value else "model.pretrained=null")
         elif axis == "element_size":
             if values.get("regions.method") != "pixel":
-                result.append(f"regions.region_size={format_value(value)}")
+                result.append(f"regions.region_size={override_value(value)}")
         elif axis == "eval_dataset":
-            result.append(f"eval.dataset={format_value(value)}")
+            result.append(f"eval.dataset={override_value(value)}")
         else:
-            result.append(f"{axis}={format_value(value)}")
+            result.append(f"{axis}={override_value(value)}")
     return result
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import stats
-from analysis.cells import format_value, metric, sort_key
+from analysis.cells import metric, sort_key
 from analysis.figures import FIGURES
 from analysis.layout import Cell, collect_cells
 from analysis.paper import paper_rows
@@ -46,6 +46,7 @@ from analysis.tables import (
     TABLE6_AXES,
     resolve_experiment,
 )
+from vice.launch.tracking.params import override_value
 
 METRIC = "eval/linear_miou"
 PERCENT = 100.0
@@ -342,7 +343,7 @@ def _paper_value(cell: Cell) -> float | None:
 
 
 def _side(axes: Sequence[str], key: Sequence[Any], shared: set[str]) -> str:
-    return ", ".join(f"{a}={format_value(v)}" for a, v in zip(axes, key, strict=True) if a not in shared)
+    return ", ".join(f"{a}={override_value(v)}" for a, v in zip(axes, key, strict=True) if a not in shared)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,7 +387,9 @@ def compare_cells(high: Cell, low: Cell, axes: Sequence[str]) -> PairResult:
     shared = {a for a, u, v in zip(axes, high.key, low.key, strict=True) if u == v}
     a = tuple(float(v) * PERCENT for v in metric(high.runs, METRIC).dropna())
     b = tuple(float(v) * PERCENT for v in metric(low.runs, METRIC).dropna())
-    context = ", ".join(f"{x}={format_value(v)}" for x, v in zip(axes, high.key, strict=True) if x in shared)
+    context = ", ".join(
+        f"{x}={override_value(v)}" for x, v in zip(axes, high.key, strict=True) if x in shared
+    )
     return PairResult(
         context=context,
         higher=_side(axes, high.key, shared),

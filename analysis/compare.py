@@ -26,7 +26,6 @@ from analysis.cells import (
     UNIFORM_TAGS,
     axis_values,
     describe_key,
-    format_value,
     metric,
     sort_key,
 )
@@ -42,6 +41,7 @@ from analysis.tables import (
     TABLE6_AXES,
     resolve_experiment,
 )
+from vice.launch.tracking.params import override_value
 
 METRIC = "eval/linear_miou"
 AXES = {
@@ -66,7 +66,7 @@ def _settings(runs: pd.DataFrame, axes: Sequence[str]) -> dict[str, tuple[str, .
     values: dict[str, tuple[str, ...]] = {}
     for key in (*SEMANTIC_KEYS, "pretrained"):
         if key not in axes and not (key == "regions.region_size" and "element_size" in axes):
-            values[key] = tuple(sorted({format_value(v) for v in axis_values(runs, key)}))
+            values[key] = tuple(sorted({override_value(v) for v in axis_values(runs, key)}))
     for name in UNIFORM_TAGS:
         column = f"tags.{name}"
         if name not in axes:

@@ -27,7 +27,7 @@ from analysis.cells import metric as metric_column
 from analysis.layout import Cell, collect_cells, gap_note, model_label, section_title
 from analysis.render import SMOKE_FOOTNOTE, SMOKE_MARK, Section, Stat, Table
 from analysis.runs import metric_history
-from vice.job import NUM_IMAGES_METRIC
+from vice.launch.tracking.names import NUM_IMAGES_METRIC
 
 PLOT_COLUMNS = (
     "panel",

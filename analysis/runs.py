@@ -18,9 +18,13 @@ from typing import Any
 
 import pandas as pd
 
+from vice.launch.tracking.client import mlflow_client
+from vice.launch.tracking.names import RUN_KEY_TAG
+from vice.launch.tracking.read import all_runs
 from vice.redact import redact_uri
 
-RUN_KEY_TAG = "tags.run_key"
+#: The frame column of the run key tag.
+RUN_KEY_COLUMN = f"tags.{RUN_KEY_TAG}"
 #: MLflow retries an unreachable server 7 times with backoff (minutes) by default; a read fails fast.
 FAST_FAIL_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 FINISHED = "FINISHED"
@@ -97,27 +101,14 @@ def check_store(tracking_uri: str) -> None:
 
 
 def _client(tracking_uri: str) -> Any:
+    """The one MLflow client (:func:`vice.launch.tracking.client.mlflow_client`), after checking the store."""
     _check_local_store(tracking_uri)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
+    return mlflow_client(tracking_uri)
 
 
 def list_experiments(tracking_uri: str) -> list[str]:
     """Return the names of every active experiment in the store, sorted."""
     return sorted(e.name for e in _client(tracking_uri).search_experiments())
-
-
-def _search_all(client: Any, experiment_id: str) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=_SEARCH_PAGE, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _record(run: Any, experiment: str) -> dict[str, Any]:
@@ -181,8 +172,8 @@ def load_runs(
         if experiment is None:
             known = ", ".join(list_experiments(tracking_uri)) or "none"
             raise LookupError(f"no MLflow experiment {name!r} at {tracking_uri}; experiments there: {known}")
-        for run in _search_all(client, experiment.experiment_id):
-            if "run_key" in run.data.tags:
+        for run in all_runs(client, experiment.experiment_id):
+            if RUN_KEY_TAG in run.data.tags:
                 records.append(_record(run, name))
     frame = runs_frame(records)
     if sweep_id is not None:
@@ -205,15 +196,15 @@ def select_latest_finished(runs: pd.DataFrame) -> pd.DataFrame:
     if finished.empty:
         return finished.reset_index(drop=True)
     ordered = finished.sort_values(["start_time", "run_id"], kind="stable")
-    return ordered.drop_duplicates(RUN_KEY_TAG, keep="last").sort_index().reset_index(drop=True)
+    return ordered.drop_duplicates(RUN_KEY_COLUMN, keep="last").sort_index().reset_index(drop=True)
 
 
 def pending_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs whose ``run_key`` has no FINISHED run: failed, killed or still running jobs (latest per key)."""
-    done = set(runs.loc[runs["status"] == FINISHED, RUN_KEY_TAG])
-    pending = runs[~runs[RUN_KEY_TAG].isin(done)]
+    done = set(runs.loc[runs["status"] == FINISHED, RUN_KEY_COLUMN])
+    pending = runs[~runs[RUN_KEY_COLUMN].isin(done)]
     ordered = pending.sort_values(["start_time", "run_id"], kind="stable")
-    return ordered.drop_duplicates(RUN_KEY_TAG, keep="last").sort_index().reset_index(drop=True)
+    return ordered.drop_duplicates(RUN_KEY_COLUMN, keep="last").sort_index().reset_index(drop=True)
 
 
 def metric_history(tracking_uri: str, run_ids: Sequence[str], key: str) -> pd.DataFrame:

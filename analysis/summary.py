@@ -21,7 +21,6 @@ It runs at the end of ``vice-sweep`` and whenever ``vice-tables --sweep-id`` reg
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,17 +33,11 @@ from analysis.claims import summary_metrics, write_claims
 from analysis.compare import AXES
 from analysis.runs import load_runs, pending_runs, select_latest_finished
 from analysis.tables import resolve_experiment, write_experiment
+from vice.launch.tracking.client import mlflow_client
 
 ARTIFACT_DIR = "summary"
 PACKAGES = ("vice", "torch", "mlflow", "numpy", "pandas", "scipy", "hydra-core")
 METRIC = "eval/linear_miou"
-
-
-def _client(tracking_uri: str) -> Any:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def run_name(experiment: str, sweep_id: str) -> str:
@@ -54,7 +47,7 @@ def run_name(experiment: str, sweep_id: str) -> str:
 
 def find_parent_run(tracking_uri: str, experiment: str, sweep_id: str) -> str | None:
     """The id of a sweep's parent run (tagged ``sweep_id``, without ``run_key``), or ``None``."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
@@ -149,7 +142,7 @@ def summarize_sweep(tracking_uri: str, experiment: str, sweep_id: str, out_dir: 
     parent = find_parent_run(tracking_uri, experiment, sweep_id)
     if parent is None:
         return None
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     runs = load_runs(tracking_uri, [experiment], sweep_id=sweep_id)
     tables = write_experiment(tracking_uri, experiment, out_dir, sweep_id=sweep_id)
     claims = write_claims(tracking_uri, experiment, out_dir, sweep_id=sweep_id)

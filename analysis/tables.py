@@ -14,11 +14,8 @@ Command line (``vice-tables`` or ``python -m analysis``)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import figures
-from analysis.cells import MixedCellError, durations, format_value, metric, summarize
+from analysis.cells import durations, metric, summarize
 from analysis.layout import (
     Cell,
     collect_cells,
@@ -41,8 +38,8 @@ from analysis.layout import (
 )
 from analysis.paper import paper_rows, paper_table, parse_duration
 from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table, Value, best_marks, render
-from analysis.runs import StoreError, check_store, list_experiments, load_runs
-from vice.redact import redact_uri
+from analysis.runs import load_runs
+from vice.launch.tracking.params import override_value
 
 _FAMILY = re.compile(r"^metrics\.eval/(cluster(\d+)_(hungarian|majority)|linear)_miou$")
 MARKERS = {"hungarian": "◇", "majority": "⋆"}
@@ -340,7 +337,7 @@ def decomposition_label(cell: Cell) -> str:
     """``FPN super 10px``, ``DLV3+ grid 20px``, ``FPN 1px``; `` +mask 25%`` when regions are masked."""
     _, _, method, size, mask, decoder = cell.key
     text = f"{decoder_label(decoder)} {METHOD_LABELS.get(str(method), f'{method} ')}{size}px"
-    return text + (f" +mask {format_value(round(float(mask) * 100))}%" if mask else "")
+    return text + (f" +mask {override_value(round(float(mask) * 100))}%" if mask else "")
 
 
 def build_table3(runs: pd.DataFrame, experiment: str = "table3_decomposition") -> Table:
@@ -465,7 +462,7 @@ def baseline_index(keys: Sequence[tuple[Any, ...]], preferred: tuple[Any, ...] |
 def change_label(baseline: tuple[Any, ...], key: tuple[Any, ...]) -> str:
     """``mask coverage 0.5 → 0.25; D 64 → 128``: what a row changes from the baseline."""
     changes = [
-        f"{HPARAM_NAMES[axis]} {format_value(old)} → {format_value(new)}"
+        f"{HPARAM_NAMES[axis]} {override_value(old)} → {override_value(new)}"
         for axis, old, new in zip(TABLE5_AXES[1:], baseline[1:], key[1:], strict=True)
         if old != new
     ]
@@ -522,7 +519,7 @@ def build_table5(runs: pd.DataFrame, experiment: str = "table5_hparams") -> Tabl
         has_floors = has_floors or len(competing) < len(rows)
         _bold(rows, [(r, 0) for r in competing])
         baseline_text = ", ".join(
-            f"{HPARAM_NAMES[a]} {format_value(v)}" for a, v in zip(axes[1:], base_cell.key[1:], strict=True)
+            f"{HPARAM_NAMES[a]} {override_value(v)}" for a, v in zip(axes[1:], base_cell.key[1:], strict=True)
         )
         sections.append(
             Section(
@@ -696,133 +693,3 @@ def write_experiment(
     else:
         plotted = figures.plot_figure(data, canonical, stem)
     return ExperimentOutputs(markdown=texts["md"], files=(*files, *plotted), figure=plotted[0])
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vice-tables",
-        description="Regenerate the paper's tables and figures from MLflow runs (ours beside the paper's).",
-    )
-    parser.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI"),
-        help="MLflow tracking URI, e.g. sqlite:////abs/path/mlflow.db (default: $MLFLOW_TRACKING_URI)",
-    )
-    parser.add_argument(
-        "--experiment",
-        action="append",
-        dest="experiments",
-        help="MLflow experiment to regenerate (repeatable; default: every paper experiment in the store)",
-    )
-    parser.add_argument("--sweep-id", help="only runs of this sweep id")
-    parser.add_argument("--git-commit", help="only runs at this git commit (a prefix works)")
-    parser.add_argument("--compare", action="store_true", help="show paper | ours | Δ columns")
-    parser.add_argument("--out", type=Path, default=Path("outputs/tables"), help="where files are written")
-    parser.add_argument(
-        "--format",
-        choices=("markdown", "latex", "csv"),
-        default="markdown",
-        help="what is printed; with latex and csv stdout holds only the tables (the file paths go to stderr)",
-    )
-    parser.add_argument(
-        "--claims",
-        action="store_true",
-        help="test the paper's claims over the seeds (verdict, Welch 95%% interval); print that report",
-    )
-    parser.add_argument(
-        "--compare-sweeps",
-        nargs=2,
-        metavar=("A", "B"),
-        help="put two sweeps of each experiment side by side: per-cell Δ = B - A, settings that differ",
-    )
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``vice-tables``: print each experiment's table, write Markdown/LaTeX/CSV and figures, print paths."""
-    args = _parser().parse_args(argv)
-    if not args.tracking_uri:
-        print("vice-tables: no tracking URI: pass --tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
-        return 2
-    try:
-        check_store(args.tracking_uri)
-    except StoreError as error:
-        print(f"vice-tables: {error}", file=sys.stderr)
-        return 2
-    names = args.experiments or [
-        n for n in list_experiments(args.tracking_uri) if any(k in n for k in KNOWN_EXPERIMENTS)
-    ]
-    if not names:
-        print(f"vice-tables: no paper experiment in {redact_uri(args.tracking_uri)}", file=sys.stderr)
-        return 1
-    if args.compare_sweeps:
-        return _compare_sweeps(args.tracking_uri, names, tuple(args.compare_sweeps), args.out)
-    status = 0
-    for name in names:
-        try:
-            outputs = write_experiment(
-                args.tracking_uri,
-                name,
-                args.out,
-                sweep_id=args.sweep_id,
-                git_commit=args.git_commit,
-                compare=args.compare,
-            )
-            extra = _reports(args.tracking_uri, name, args.out, args.sweep_id, args.git_commit, args.claims)
-        except (LookupError, KeyError, MixedCellError) as error:
-            print(f"vice-tables: {name}: {error}", file=sys.stderr)
-            status = 1
-            continue
-        printed = {"markdown": 0, "latex": 1, "csv": 2}[args.format]
-        notes = sys.stdout if args.format == "markdown" else sys.stderr  # LaTeX and CSV: only the table
-        print(extra.text or outputs.files[printed].read_text(encoding="utf-8"))
-        print(f"files: {' '.join(str(p) for p in (*outputs.files, *extra.files))}", file=notes)
-        print(f"figure: {outputs.figure}", file=notes)
-        for note in extra.notes:
-            print(note, file=notes)
-        print()
-    return status
-
-
-@dataclasses.dataclass(frozen=True)
-class _Reports:
-    text: str
-    files: tuple[Path, ...]
-    notes: tuple[str, ...]
-
-
-def _reports(
-    tracking_uri: str, name: str, out: Path, sweep_id: str | None, git_commit: str | None, claims: bool
-) -> _Reports:
-    """The claims report (``--claims``) and, for one sweep, its parent run's summary."""
-    from analysis.claims import write_claims  # they import this module
-    from analysis.summary import summarize_sweep
-
-    text, notes = "", []
-    files: tuple[Path, ...] = ()
-    if claims:
-        report = write_claims(tracking_uri, name, out, sweep_id=sweep_id, git_commit=git_commit)
-        text, files = report.markdown, report.files
-    if sweep_id is not None:
-        parent = summarize_sweep(tracking_uri, name, sweep_id, out)
-        notes.append(
-            f"parent run: {parent}" if parent else f"sweep {sweep_id} has no parent run to summarize"
-        )
-    return _Reports(text, files, tuple(notes))
-
-
-def _compare_sweeps(tracking_uri: str, names: Sequence[str], sweeps: tuple[str, str], out: Path) -> int:
-    from analysis.compare import write_comparison  # it imports this module
-
-    status = 0
-    for name in names:
-        try:
-            outputs = write_comparison(tracking_uri, name, sweeps, out)
-        except (LookupError, KeyError, MixedCellError) as error:
-            print(f"vice-tables: {name}: {error}", file=sys.stderr)
-            status = 1
-            continue
-        print(outputs.markdown)
-        print(f"files: {' '.join(str(p) for p in outputs.files)}")
-        print()
-    return status

@@ -35,12 +35,12 @@ from analysis.claims import (
     evaluate_claims,
     meets,
 )
+from analysis.cli import main
 from analysis.compare import compare_cells
 from analysis.runs import runs_frame
 from analysis.summary import find_parent_run, run_name
-from analysis.tables import main
 from vice.config import Config
-from vice.tracking import flatten_config, param_text
+from vice.launch.tracking.params import flatten_config, param_text
 
 DEFAULTS = flatten_config(Config())
 #: What sweeps/preset/smoke.yaml sets of the claims' axes (the tests' SMOKE sets data and views).
@@ -439,7 +439,7 @@ def test_compare_sweeps_command(store: str, tmp_path: Path, capsys: pytest.Captu
 def test_vice_sweep_summarizes_its_parent_run_at_the_end(
     store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from vice.sweep import _summarize
+    from vice.launch.sweep.cli import _summarize
 
     _summarize(store, "table3_decomposition_smoke", "s1", tmp_path / "tables")
     parent = find_parent_run(store, "table3_decomposition_smoke", "s1")

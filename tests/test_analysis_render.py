@@ -45,7 +45,7 @@ from analysis.tables import (
     paper_only_rows,
 )
 from vice.config import Config
-from vice.tracking import flatten_config
+from vice.launch.tracking.params import flatten_config
 
 
 def test_cast_param_reads_back_every_logged_config_value() -> None:

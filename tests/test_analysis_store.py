@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from test_analysis_tables import log_table3
 
+from analysis.cli import main
 from analysis.runs import FAST_FAIL_HTTP_ENV
-from analysis.tables import main
 
 
 def refuse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

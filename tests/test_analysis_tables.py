@@ -33,6 +33,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from analysis.cells import MixedCellError
+from analysis.cli import main
 from analysis.figures import draw_figure, figure_data, figure_table, plot_figure
 from analysis.render import Stat
 from analysis.runs import load_runs, pending_runs, select_latest_finished
@@ -46,14 +47,13 @@ from analysis.tables import (
     build_table5,
     build_table6,
     floor_metric,
-    main,
     render_experiment,
     resolve_experiment,
     write_experiment,
 )
 from vice.config import Config
 from vice.evaluate.run import RANDOM_PREFIX, RGB_PREFIX
-from vice.tracking import flatten_config, param_text
+from vice.launch.tracking.params import flatten_config, param_text
 
 GOLDEN = Path(__file__).parent / "golden" / "analysis"
 T0 = 1_700_000_000_000

@@ -1,4 +1,4 @@
-"""The Hydra entry points (vice-train, vice-eval, ``python -m vice.job``) refuse a misspelt experiment
+"""The Hydra entry points (vice-train, vice-eval, ``python -m vice.launch.job``) refuse a misspelt experiment
 and a bad config value with one line and exit status 2, and leave no run dir behind."""
 
 from __future__ import annotations
@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from vice.app import USAGE_ERROR, check_experiment_overrides, list_experiments
 from vice.config import ConfigError
+from vice.launch.app import USAGE_ERROR, check_experiment_overrides, list_experiments
 
-ENTRY_POINTS = {"vice-train": "vice.train", "vice-eval": "vice.evaluate", "python -m vice.job": "vice.job"}
+ENTRY_POINTS = {
+    "vice-train": "vice.train",
+    "vice-eval": "vice.evaluate",
+    "python -m vice.launch.job": "vice.launch.job",
+}
 
 
 def run_entry_point(module: str, *overrides: str) -> subprocess.CompletedProcess[str]:
@@ -34,10 +38,10 @@ def test_an_unknown_experiment_is_refused_naming_every_valid_one() -> None:
 
 
 def test_vice_sweep_lists_the_experiments_from_the_same_place() -> None:
-    import vice.app
-    import vice.sweep
+    import vice.launch.app
+    import vice.launch.sweep.compose
 
-    assert vice.sweep.list_experiments is vice.app.list_experiments
+    assert vice.launch.sweep.compose.list_experiments is vice.launch.app.list_experiments
 
 
 @pytest.mark.parametrize("program", list(ENTRY_POINTS))
@@ -63,7 +67,7 @@ def test_a_misspelt_experiment_exits_2_with_one_line_and_creates_nothing(
             "eval.checkpoint=/nonexistent.pt",
             "eval.checkpoint='/nonexistent.pt' is invalid: null",
         ),
-        ("python -m vice.job", "optim.momentum=1.5", "optim.momentum=1.5 is invalid: within [0, 1)"),
+        ("python -m vice.launch.job", "optim.momentum=1.5", "optim.momentum=1.5 is invalid: within [0, 1)"),
     ],
 )
 def test_a_config_error_exits_2_with_one_line_and_leaves_no_run_dir(

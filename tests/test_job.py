@@ -20,20 +20,10 @@ from conftest import wait_for
 
 from vice.checkpoint import list_checkpoints
 from vice.config import Config, register_schema, to_config
-from vice.job import (
-    ERROR_FILE,
-    LOCK_FILE,
-    RunDirBusyError,
-    compute_run_key,
-    display_overrides,
-    is_smoke,
-    job_dir,
-    lock_holder,
-    lock_run_dir,
-    run_job,
-    semantic_config,
-)
-from vice.tracking import prepare_tracking, start_parent_run
+from vice.launch.job import ERROR_FILE, LOCK_FILE, RunDirBusyError, lock_holder, lock_run_dir, run_job
+from vice.launch.overrides import display_overrides
+from vice.launch.tracking.identity import compute_run_key, is_smoke, job_dir, semantic_config
+from vice.launch.tracking.write import prepare_tracking, start_parent_run
 
 EXPERIMENT = "table3_decomposition_smoke"
 CHECKPOINT_WAIT_S = 240
@@ -44,7 +34,7 @@ CHILD_WAIT_S = 240
 def smoke_config(*overrides: str) -> Config:
     from hydra import compose, initialize_config_dir
 
-    from vice.app import SWEEPS_DIR
+    from vice.launch.app import SWEEPS_DIR
 
     register_schema()
     with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="test"):
@@ -174,7 +164,7 @@ def _snapshot(run_dir: Path) -> dict[str, bytes]:
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from vice.job import lock_run_dir
+from vice.launch.job import lock_run_dir
 held = lock_run_dir(Path(sys.argv[1]))
 print("locked", flush=True)
 sys.stdin.read()
@@ -221,7 +211,7 @@ RUN_RANK = """
 import sys
 from omegaconf import OmegaConf
 from vice.config import to_config
-from vice.job import run_job
+from vice.launch.job import run_job
 run_job(to_config(OmegaConf.load(sys.argv[1])))
 """
 
@@ -261,9 +251,9 @@ def test_every_rank_of_a_duplicate_ddp_job_stops_when_rank_0_finds_the_run_dir_l
         held.close()
     last_lines = [p.communicate()[1].strip().splitlines()[-1] for p in ranks]  # torch adds "[rankN]: "
     assert [p.returncode for p in ranks] == [1, 1]
-    busy = f"vice.job.RunDirBusyError: run dir {cfg.run_dir} is in use by another job (host "
+    busy = f"vice.launch.job.RunDirBusyError: run dir {cfg.run_dir} is in use by another job (host "
     assert busy in last_lines[0]
-    assert f"vice.job.RunDirBusyError: rank 0 found run dir {cfg.run_dir} in use" in last_lines[1]
+    assert f"vice.launch.job.RunDirBusyError: rank 0 found run dir {cfg.run_dir} in use" in last_lines[1]
     assert sorted(p.name for p in Path(cfg.run_dir).iterdir()) == [LOCK_FILE]
     assert child_runs(uri, experiment_id) == []
 

@@ -20,14 +20,14 @@ import pytest
 from conftest import wait_for
 
 from vice.config import Config, redacted
-from vice.redact import RedactingFilter, redact_uri, split_credentials
-from vice.tracking import (
+from vice.launch.tracking.client import (
     PASSWORD_ENV,
     USERNAME_ENV,
     credentials_to_environment,
-    flatten_config,
     resolve_tracking_uri,
 )
+from vice.launch.tracking.params import flatten_config
+from vice.redact import RedactingFilter, redact_uri, split_credentials
 
 SECRET = "s3cretPW"
 SERVER_START_S = 240
@@ -105,7 +105,7 @@ def test_log_lines_and_tracebacks_are_redacted() -> None:
 def test_a_missing_rdb_driver_names_the_extra_and_hides_the_password(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from vice.tune import StudyError, build_storage
+    from vice.launch.tune.study import StudyError, build_storage
 
     url = f"postgresql://user:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1
     for driver in ("psycopg", "psycopg2"):  # as if the extra were not installed
@@ -117,7 +117,7 @@ def test_a_missing_rdb_driver_names_the_extra_and_hides_the_password(
 
 
 def test_an_rdb_server_that_does_not_answer_is_one_line_without_the_password(tmp_path: Path) -> None:
-    from vice.tune import StudyError, build_storage
+    from vice.launch.tune.study import StudyError, build_storage
 
     pytest.importorskip("psycopg", reason="the postgres extra is not installed: pip install 'vice[postgres]'")
     with pytest.raises(StudyError) as error:
@@ -129,7 +129,8 @@ def test_an_rdb_server_that_does_not_answer_is_one_line_without_the_password(tmp
 def test_the_optuna_storage_comes_from_the_environment_unless_given(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from vice.tune import STORAGE_ENV, main
+    from vice.launch.tune.cli import main
+    from vice.launch.tune.study import STORAGE_ENV
 
     monkeypatch.setenv(STORAGE_ENV, f"sqlite:///{tmp_path}/o.db")  # refused: so nothing runs
     assert main(["smoke", "--launcher", "local", "--output-dir", str(tmp_path)]) == 2
@@ -206,8 +207,8 @@ def test_a_password_in_the_tracking_uri_is_written_and_printed_nowhere(
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from vice.sweep import main as vice_sweep
-    from vice.tune import main as vice_tune
+    from vice.launch.sweep.cli import main as vice_sweep
+    from vice.launch.tune.cli import main as vice_tune
 
     for name in (USERNAME_ENV, PASSWORD_ENV):  # restored after the test; the sweep sets them
         monkeypatch.setenv(name, "")

@@ -12,33 +12,21 @@ from typing import Any
 import pytest
 
 from vice.config import Config
-from vice.sweep import (
-    DEAD,
-    FAILED,
-    REFERENCE_STEP_S,
-    RUNNING,
+from vice.launch.sweep.cli import Sweep, _parser, _resource_groups, main, prepare
+from vice.launch.sweep.compose import Job
+from vice.launch.sweep.cost import REFERENCE_STEP_S, step_seconds, time_limit_min, training_hours
+from vice.launch.sweep.plan import DEAD, FAILED, RUNNING, TODO, jobs_to_submit, plan_label, plan_state
+from vice.launch.sweep.slurm import (
     SLURM_UNKNOWN_JOB,
-    TODO,
-    Job,
-    RunState,
     SlurmQueryError,
-    Sweep,
-    _parser,
-    _resource_groups,
     check_slurm,
-    jobs_to_submit,
-    main,
     parse_job_states,
-    plan_label,
-    plan_state,
-    prepare,
     query_slurm_states,
     slurm_job_alive,
-    step_seconds,
-    time_limit_min,
-    training_hours,
 )
-from vice.tracking import flatten_config, prepare_tracking
+from vice.launch.sweep.state import RunState
+from vice.launch.tracking.params import flatten_config
+from vice.launch.tracking.write import prepare_tracking
 
 SMOKE = ["table3_decomposition", "--smoke", "--launcher", "local"]
 
@@ -452,8 +440,8 @@ def test_demo_ends_by_printing_the_smoke_table_3_and_its_figure(
 ) -> None:
     """``make demo``: the smoke Table 3 sweep (local processes, which ``--launcher auto`` picks without
     SLURM), then ``vice-tables --experiment table3_decomposition_smoke --compare`` on its MLflow store."""
+    from analysis.cli import main as vice_tables
     from analysis.tables import FLOOR_NOTE
-    from analysis.tables import main as vice_tables
 
     assert main([*SMOKE, "--output-dir", str(tmp_path)]) == 0
     assert "all 6 submitted job(s) finished" in capsys.readouterr().out

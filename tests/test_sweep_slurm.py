@@ -15,9 +15,12 @@ import pytest
 from conftest import slurm_marks
 from conftest import wait_for as shared_wait_for
 
-from vice.job import LOCK_FILE
-from vice.sweep import SLURM_ENDED_STATES, check_slurm, fetch_states, main, plan_label, slurm_job_id
-from vice.tracking import RUN_ID_FILE
+from vice.launch.job import LOCK_FILE
+from vice.launch.sweep.cli import main
+from vice.launch.sweep.plan import plan_label
+from vice.launch.sweep.slurm import SLURM_ENDED_STATES, check_slurm, slurm_job_id
+from vice.launch.sweep.state import fetch_states
+from vice.launch.tracking.names import RUN_ID_FILE
 
 pytestmark = slurm_marks()
 

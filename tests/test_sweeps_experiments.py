@@ -18,15 +18,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from vice.config import Config, register_schema
-from vice.job import semantic_config
-from vice.sweep import (
-    Composer,
-    Job,
-    compose_jobs,
-    launcher_gpus,
-    list_experiments,
-    list_launchers,
-)
+from vice.launch.app import list_experiments
+from vice.launch.sweep.compose import Composer, Job, compose_jobs
+from vice.launch.sweep.cost import launcher_gpus
+from vice.launch.sweep.launch import list_launchers
+from vice.launch.tracking.identity import semantic_config
 
 PAPER_RESULTS = Path(__file__).resolve().parent.parent / "analysis" / "paper_results.json"
 PAPER_EXPERIMENTS = (
@@ -68,7 +64,7 @@ SMOKE_JOB_COUNTS = {
 def _compose_all() -> dict[str, list[Job]]:
     from hydra import compose, initialize_config_dir
 
-    from vice.app import SWEEPS_DIR
+    from vice.launch.app import SWEEPS_DIR
 
     register_schema()
     jobs = {}
@@ -244,7 +240,7 @@ def test_smoke_jobs_are_tiny_and_synthetic(experiments: dict[str, list[Job]], na
 def _launcher(name: str, overrides: list[str]) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
-    from vice.app import SWEEPS_DIR
+    from vice.launch.app import SWEEPS_DIR
 
     register_schema()
     with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="test"):
@@ -301,6 +297,6 @@ def test_slurm_settings_are_overridable_from_the_environment_and_the_command_lin
 
 def test_every_experiment_file_is_composed_here_or_in_test_config() -> None:
     """A new experiment file must join the lists above (demo is checked in tests/test_config.py)."""
-    from vice.sweep import list_experiments
+    from vice.launch.app import list_experiments
 
     assert set(list_experiments()) == {*PAPER_EXPERIMENTS, *SMOKE_JOB_COUNTS, "demo"}

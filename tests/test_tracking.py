@@ -9,21 +9,11 @@ import pytest
 
 from analysis.runs import cast_param
 from vice.config import Config
-from vice.tracking import (
-    MAX_PARAM_VALUE_LENGTH,
-    RUN_ID_FILE,
-    TRUNCATION_MARK,
-    NullLogger,
-    end_run,
-    filesystem_type,
-    flatten_config,
-    job_tags,
-    open_run,
-    param_text,
-    prepare_tracking,
-    resolve_tracking_uri,
-    start_parent_run,
-)
+from vice.launch.tracking.client import filesystem_type, resolve_tracking_uri
+from vice.launch.tracking.names import RUN_ID_FILE
+from vice.launch.tracking.params import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARK, flatten_config, param_text
+from vice.launch.tracking.write import end_run, job_tags, open_run, prepare_tracking, start_parent_run
+from vice.run_logger import NullLogger
 
 NUM_WRITERS = 8
 STEPS_PER_WRITER = 25

@@ -10,17 +10,10 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from vice.app import SWEEPS_DIR
-from vice.tune import (
-    ParamConfig,
-    StudyError,
-    build_sampler,
-    build_storage,
-    executor_params,
-    load_study,
-    suggest,
-    trial_overrides,
-)
+from vice.launch.app import SWEEPS_DIR
+from vice.launch.tune.executor import executor_params
+from vice.launch.tune.space import ParamConfig, suggest, trial_overrides
+from vice.launch.tune.study import StudyError, build_sampler, build_storage, load_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -121,8 +114,9 @@ def test_best_experiment_file_composes_to_the_best_trials_values(tmp_path: Path)
     from hydra import compose, initialize_config_dir
 
     from vice.config import register_schema, to_config
-    from vice.sweep import Composer
-    from vice.tune import Study, best_experiment
+    from vice.launch.sweep.compose import Composer
+    from vice.launch.tune.driver import StudySession
+    from vice.launch.tune.results import best_experiment
 
     _, cfg = load_study("smoke")
     study = optuna.create_study(direction="maximize")
@@ -141,10 +135,10 @@ def test_best_experiment_file_composes_to_the_best_trials_values(tmp_path: Path)
     register_schema()
     with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="t"):
         master = compose("config", overrides=["experiment=table5_hparams_smoke"], return_hydra_config=True)
-        s = Study(
+        session = StudySession(
             "tune_x", cfg, study, tmp_path, Composer(), master, list(cfg.overrides), "", "", "local", None
         )
-        name, text = best_experiment(s)
+        name, text = best_experiment(session)
     assert name == "tune_x_best_smoke"
     config_dir = tmp_path / "sweeps"
     shutil.copytree(SWEEPS_DIR, config_dir)
@@ -176,8 +170,9 @@ def test_an_intermediate_evaluation_below_the_median_cancels_the_job_and_prunes_
 ) -> None:
     from mlflow.tracking import MlflowClient
 
-    from vice.tracking import RUN_ID_FILE, prepare_tracking
-    from vice.tune import InFlight, Study, report_intermediate
+    from vice.launch.tracking.names import RUN_ID_FILE
+    from vice.launch.tracking.write import prepare_tracking
+    from vice.launch.tune.driver import InFlight, StudySession, report_intermediate
 
     _, cfg = load_study("smoke")
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
@@ -198,10 +193,10 @@ def test_an_intermediate_evaluation_below_the_median_cancels_the_job_and_prunes_
     run_dir.mkdir()
     (run_dir / RUN_ID_FILE).write_text(run_id)
     trial = study.ask({"views.mask_ratio": dist})
-    s = Study("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
+    session = StudySession("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
     flight = InFlight(trial, FakeJob(), run_dir)
 
-    assert report_intermediate(s, flight) is pruned
+    assert report_intermediate(session, flight) is pruned
     assert flight.job.cancelled is pruned and flight.last_step == 2
     frozen = study.trials[-1]
     assert frozen.intermediate_values == {2: value}
@@ -221,8 +216,9 @@ def test_runs_of_trials_finished_by_a_killed_driver_are_retagged_with_their_last
     """
     from mlflow.tracking import MlflowClient
 
-    from vice.tracking import RUN_ID_FILE, prepare_tracking
-    from vice.tune import ATTR_JOB_ID, ATTR_RUN_DIR, Study, sync_tags
+    from vice.launch.tracking.names import RUN_ID_FILE
+    from vice.launch.tracking.write import prepare_tracking
+    from vice.launch.tune.driver import ATTR_JOB_ID, ATTR_RUN_DIR, StudySession, sync_tags
 
     _, cfg = load_study("smoke")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -248,21 +244,21 @@ def test_runs_of_trials_finished_by_a_killed_driver_are_retagged_with_their_last
             )
         )
     running = study.ask(dist)
-    study._storage.set_trial_user_attr(running._trial_id, ATTR_RUN_DIR, str(tmp_path / "c"))
-    study._storage.set_trial_user_attr(running._trial_id, ATTR_JOB_ID, "8")
-    s = Study("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
+    running.set_user_attr(ATTR_RUN_DIR, str(tmp_path / "c"))
+    running.set_user_attr(ATTR_JOB_ID, "8")
+    session = StudySession("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
 
-    assert sync_tags(s) == 2
+    assert sync_tags(session) == 2
     tags = [client.get_run(run_id).data.tags for run_id in run_ids]
     assert [t["optuna.state"] for t in tags] == ["COMPLETE", "COMPLETE", "RUNNING"]
     assert [t.get("optuna.trial") for t in tags] == ["1", "2", None]
     assert tags[0]["optuna.param.views.mask_ratio"] == "0.125" and tags[1]["mlflow.runName"] == "trial 2"
-    assert sync_tags(s) == 0
+    assert sync_tags(session) == 0
 
 
 def test_a_resumed_study_does_not_ask_its_startup_trials_again() -> None:
     """A restarted driver re-creates the sampler: seeded with the study's seed alone, it repeats itself."""
-    from vice.tune import build_sampler
+    from vice.launch.tune.study import build_sampler
 
     _, cfg = load_study("smoke")
 
@@ -297,8 +293,9 @@ def test_the_final_evaluation_is_never_reported_as_intermediate(tmp_path: Path) 
     """The job logs eval/linear_miou at step 2 (intermediate) and at max_steps = 4 (its final value)."""
     from mlflow.tracking import MlflowClient
 
-    from vice.tracking import RUN_ID_FILE, prepare_tracking
-    from vice.tune import InFlight, Study, report_intermediate
+    from vice.launch.tracking.names import RUN_ID_FILE
+    from vice.launch.tracking.write import prepare_tracking
+    from vice.launch.tune.driver import InFlight, StudySession, report_intermediate
 
     _, cfg = load_study("smoke")
     dist = optuna.distributions.FloatDistribution(0.0, 0.5)
@@ -319,10 +316,10 @@ def test_the_final_evaluation_is_never_reported_as_intermediate(tmp_path: Path) 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / RUN_ID_FILE).write_text(run_id)
-    s = Study("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
+    session = StudySession("tune_x", cfg, study, tmp_path, None, None, [], uri, "", "slurm", None)  # type: ignore[arg-type]
     flight = InFlight(study.ask({"views.mask_ratio": dist}), DoneJob(), run_dir, final_step=4)
 
-    assert report_intermediate(s, flight, may_prune=False) is False
+    assert report_intermediate(session, flight, may_prune=False) is False
     assert study.trials[-1].intermediate_values == {2: 0.6}
     assert flight.job.cancelled is False and study.trials[-1].state.name == "RUNNING"
 
@@ -349,8 +346,8 @@ def test_the_search_space_and_objective_are_checked_before_any_trial(
     from hydra import initialize_config_dir
 
     from vice.config import register_schema
-    from vice.sweep import Composer
-    from vice.tune import PrunerConfig, check_search_space
+    from vice.launch.sweep.compose import Composer
+    from vice.launch.tune.study import PrunerConfig, check_search_space
 
     _, cfg = load_study("smoke")
     if isinstance(edit, dict) and "params" in edit:
@@ -373,7 +370,7 @@ def test_the_search_space_and_objective_are_checked_before_any_trial(
 def test_a_second_driver_stops_before_touching_the_storage_or_mlflow(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from vice.tune import driver_lock, main
+    from vice.launch.tune.cli import driver_lock, main
 
     study_dir = tmp_path / "tune_smoke"
     with driver_lock(study_dir):

@@ -15,7 +15,7 @@ import pytest
 from conftest import slurm_marks
 from conftest import wait_for as shared_wait_for
 
-from vice.tune import main
+from vice.launch.tune.cli import main
 
 pytestmark = slurm_marks()
 
@@ -73,7 +73,7 @@ def max_overlap(found: list[Any]) -> int:
 
 def assert_one_run_per_config(out: Path, complete: list[Any]) -> None:
     """Every complete trial has its own MLflow child run under the one parent, none duplicated."""
-    from vice.tracking import RUN_ID_FILE
+    from vice.launch.tracking.names import RUN_ID_FILE
 
     (parent,), children = runs(out)
     assert parent.info.status == "FINISHED"
@@ -94,7 +94,7 @@ def test_six_trials_two_in_flight_and_a_killed_driver_finishes_at_exactly_six_on
     tmp_path: Path,
 ) -> None:
     driver = subprocess.Popen(
-        [sys.executable, "-m", "vice.tune", *argv(tmp_path)],
+        [sys.executable, "-m", "vice.launch.tune.cli", *argv(tmp_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -122,7 +122,7 @@ def test_six_trials_two_in_flight_and_a_killed_driver_finishes_at_exactly_six_on
 
 
 def test_a_cancelled_trial_is_marked_failed_and_its_params_asked_again(tmp_path: Path) -> None:
-    from vice.tracking import RUN_ID_FILE
+    from vice.launch.tracking.names import RUN_ID_FILE
 
     outcome: dict[str, int] = {}
     # 40 steps, not the study's 4: the job must still be running when scancel reaches it

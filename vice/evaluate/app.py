@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig
 from tabulate import tabulate
 from torch import nn
 
@@ -189,24 +188,7 @@ def run_eval(cfg: Config) -> dict[str, float]:
 
 
 def main() -> None:
-    """Hydra entry point (``vice-eval``, ``python -m vice.evaluate``) over ``sweeps/config.yaml``."""
-    import hydra
+    """``python -m vice.evaluate``: kept for one release; the entry point is :func:`vice.launch.cli.eval_main`."""
+    from vice.launch.cli import eval_main
 
-    from vice.app import PROGRAMS, SWEEPS_DIR, config_errors_refused, hydra_entry_point
-    from vice.config import redacted, register_schema, to_config, validate
-    from vice.redact import redact_hydra_output
-
-    register_schema()
-
-    @hydra.main(version_base="1.3", config_path=str(SWEEPS_DIR), config_name="config")
-    def _main(raw: DictConfig) -> None:
-        redact_hydra_output()
-        with config_errors_refused(PROGRAMS["eval"]):
-            cfg = redacted(to_config(raw))
-            validate(cfg)
-        if not cfg.eval.enabled:
-            log.warning("eval.enabled=false: nothing to do")
-            return
-        run_eval(cfg)
-
-    hydra_entry_point(PROGRAMS["eval"], _main)
+    eval_main()

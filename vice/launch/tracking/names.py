@@ -1,0 +1,11 @@
+"""Names shared by what writes runs (the job) and what reads them (vice-sweep, vice-tune, analysis)."""
+
+from __future__ import annotations
+
+#: Tag holding a job run's :func:`vice.launch.tracking.identity.compute_run_key`; a parent run has none.
+RUN_KEY_TAG = "run_key"
+#: File in the job dir holding the job's MLflow run id.
+RUN_ID_FILE = "mlflow_run_id"
+#: Metric (logged once, at step 0) holding the number of training images: with ``data.batch_size`` and
+#: ``train/world_size`` it turns training steps into epochs (Fig. 6).
+NUM_IMAGES_METRIC = "train/num_images"
