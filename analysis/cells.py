@@ -49,6 +49,8 @@ CELL_FREE_KEYS = frozenset(
     }
 )
 PERCENT = 100.0
+#: The headline metric: the linear probe's mIoU on the evaluation split.
+METRIC = "eval/linear_miou"
 
 
 class MixedCellError(ValueError):

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import stats
-from analysis.cells import metric, sort_key
+from analysis.cells import METRIC, PERCENT, metric, sort_key
 from analysis.figures import FIGURES
 from analysis.layout import Cell, collect_cells
 from analysis.paper import paper_rows
@@ -48,8 +48,6 @@ from analysis.tables import (
 )
 from vice.launch.tracking.params import override_value
 
-METRIC = "eval/linear_miou"
-PERCENT = 100.0
 #: ``(axis, operator, value)``: a condition a cell's axis value must meet.
 Condition = tuple[str, str, Any]
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
@@ -427,7 +425,7 @@ def evaluate_claims(runs: pd.DataFrame, experiment: str) -> list[ClaimResult]:
 
 # Reports -----------------------------------------------------------------------------------------
 
-CSV_COLUMNS = (
+CLAIMS_CSV_COLUMNS = (
     "experiment",
     "claim",
     "source",
@@ -471,11 +469,11 @@ def claims_csv(results: Sequence[ClaimResult]) -> str:
     """One row per tested pair (a claim without a pair gets one row with its verdict only); percent."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(CLAIMS_CSV_COLUMNS)
     for result in results:
         head = [result.experiment, result.claim.id, result.claim.source, result.verdict]
         if not result.pairs:
-            writer.writerow([*head, *[""] * (len(CSV_COLUMNS) - len(head))])
+            writer.writerow([*head, *[""] * (len(CLAIMS_CSV_COLUMNS) - len(head))])
         for pair in result.pairs:
             c = pair.comparison
             (mean_a, std_a), (mean_b, std_b) = _mean_std(pair.higher_values), _mean_std(pair.lower_values)

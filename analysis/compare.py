@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.cells import (
+    METRIC,
     PERCENT,
     SEMANTIC_KEYS,
     UNIFORM_TAGS,
@@ -43,7 +44,6 @@ from analysis.tables import (
 )
 from vice.launch.tracking.params import override_value
 
-METRIC = "eval/linear_miou"
 AXES = {
     "table1_main": TABLE1_AXES,
     "table2_resolution": TABLE2_AXES,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.cells import Summary, axis_values, summarize
+from analysis.cells import METRIC, Summary, axis_values, summarize
 from analysis.cells import metric as metric_column
 from analysis.layout import Cell, collect_cells, gap_note, model_label, section_title
 from analysis.render import SMOKE_FOOTNOTE, SMOKE_MARK, Section, Stat, Table
@@ -43,7 +43,6 @@ PLOT_COLUMNS = (
     "random_init",
     "raw_colours",
 )
-METRIC = "eval/linear_miou"
 #: The floors drawn as reference lines: (plot column, label, metric of the same runs' final evaluation).
 FLOOR_LINES = (
     ("random_init", "↳ random init", "eval/baseline_random_linear_miou"),

@@ -237,7 +237,7 @@ def to_latex(table: Table, compare: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = (
+TABLE_CSV_COLUMNS = (
     "table",
     "section",
     "row",
@@ -261,7 +261,7 @@ def to_csv(table: Table) -> str:
     """Render one line per cell (long format): numbers to four decimals, empty where missing."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(TABLE_CSV_COLUMNS)
     for section in table.sections:
         for labels, values in section.rows:
             for column, value in zip(section.columns, values, strict=True):

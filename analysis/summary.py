@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.cells import axis_values, metric
+from analysis.cells import METRIC, axis_values, metric
 from analysis.claims import summary_metrics, write_claims
 from analysis.compare import AXES
 from analysis.runs import load_runs, pending_runs, select_latest_finished
@@ -37,7 +37,6 @@ from vice.launch.tracking.client import mlflow_client
 
 ARTIFACT_DIR = "summary"
 PACKAGES = ("vice", "torch", "mlflow", "numpy", "pandas", "scipy", "hydra-core")
-METRIC = "eval/linear_miou"
 
 
 def run_name(experiment: str, sweep_id: str) -> str:

@@ -39,11 +39,11 @@ from analysis.layout import (
 from analysis.paper import paper_rows, paper_table, parse_duration
 from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table, Value, best_marks, render
 from analysis.runs import load_runs
+from vice.evaluate.run import LINEAR
 from vice.launch.tracking.params import override_value
 
 _FAMILY = re.compile(r"^metrics\.eval/(cluster(\d+)_(hungarian|majority)|linear)_miou$")
 MARKERS = {"hungarian": "◇", "majority": "⋆"}
-LINEAR = "linear"
 FLOOR = "floor"
 #: The floors that ``eval.baselines`` logs beside every model metric: (row label, metric prefix after
 #: ``eval/``, as in :mod:`vice.evaluate.run`).

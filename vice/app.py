@@ -36,8 +36,9 @@ __all__ = [
 
 
 def run_app(task: str) -> None:
-    """Run the Hydra app ``task`` ("train" | "job"): :func:`vice.launch.cli.train_main` or ``job_main``."""
-    from vice.launch.cli import job_main, train_main
+    """Run the Hydra app ``task`` ("train" | "job"): :func:`vice.launch.cli.train_main` or :func:`vice.launch.job.job_main`."""
+    from vice.launch.cli import train_main
+    from vice.launch.job import job_main
 
     mains = {"train": train_main, "job": job_main}
     if task not in mains:

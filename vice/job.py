@@ -60,8 +60,8 @@ __all__ = [
 
 
 def main() -> None:
-    """``python -m vice.job``: :func:`vice.launch.cli.job_main`."""
-    from vice.launch.cli import job_main
+    """``python -m vice.job``: :func:`vice.launch.job.job_main`."""
+    from vice.launch.job import job_main
 
     job_main()
 

@@ -1,4 +1,4 @@
-"""The Hydra entry points: ``vice-train``, ``vice-eval`` and ``python -m vice.launch.job``.
+"""The Hydra entry points ``vice-train`` and ``vice-eval`` (``python -m vice.launch.job`` is in :mod:`.job`).
 
 ``vice-sweep`` and ``vice-tune`` take their own arguments (:mod:`vice.launch.sweep.cli`,
 :mod:`vice.launch.tune.cli`); ``vice-tables`` is :mod:`analysis.cli`.
@@ -42,22 +42,6 @@ def _evaluate(config: Config) -> None:
     run_eval(redacted(config))
 
 
-def _job(config: Config) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from vice.launch.job import run_job
-
-    if HydraConfig.get().mode == RunMode.MULTIRUN and config.tracking.sweep_id is None:
-        raise ValueError(
-            "every job of a plain multirun would share run_dir: run sweeps with "
-            "`vice-sweep EXPERIMENT [overrides]`, which gives each job its own"
-        )
-    metrics = run_job(config)
-    print("\n".join(f"{key} = {value:.4f}" for key, value in sorted(metrics.items())))
-    print(f"run dir: {config.run_dir}")
-
-
 def train_main() -> None:
     """``vice-train``: train one run from ``sweeps/config.yaml`` and the command line's overrides."""
     run_app(PROGRAMS["train"], _train)
@@ -66,8 +50,3 @@ def train_main() -> None:
 def eval_main() -> None:
     """``vice-eval``: evaluate a checkpoint (or a random init) from the composed config."""
     run_app(PROGRAMS["eval"], _evaluate)
-
-
-def job_main() -> None:
-    """``python -m vice.launch.job experiment=demo``: one sweep job, recorded in MLflow."""
-    run_app(PROGRAMS["job"], _job)

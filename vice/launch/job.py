@@ -52,7 +52,6 @@ CONFIG_FILE = "config.yaml"
 LOCK_FILE = "job.lock"
 ERROR_FILE = "error.txt"
 CHECKPOINT_PATH_FILE = "checkpoint_path.txt"
-EVAL_DIR = "eval"
 #: Traceback lines kept in the run's ``error`` tag.
 ERROR_TAG_LINES = 20
 
@@ -212,6 +211,7 @@ def _log_outputs(cfg: Config, logger: RunLogger, run_dir: Path, resumed_from: in
 
 def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> dict[str, float]:
     from vice.dist import cleanup
+    from vice.evaluate.app import EVAL_DIR
     from vice.train import train
 
     run_dir = Path(cfg.run_dir)
@@ -362,7 +362,27 @@ def hydra_task(raw: DictConfig) -> dict[str, float]:
     return run_job(to_config(raw))
 
 
-if __name__ == "__main__":
-    from vice.launch.cli import job_main
+def _job(config: Config) -> None:
+    """The task of :func:`job_main`: run one job, print its metrics and run dir."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    if HydraConfig.get().mode == RunMode.MULTIRUN and config.tracking.sweep_id is None:
+        raise ValueError(
+            "every job of a plain multirun would share run_dir: run sweeps with "
+            "`vice-sweep EXPERIMENT [overrides]`, which gives each job its own"
+        )
+    metrics = run_job(config)
+    print("\n".join(f"{key} = {value:.4f}" for key, value in sorted(metrics.items())))
+    print(f"run dir: {config.run_dir}")
+
+
+def job_main() -> None:
+    """``python -m vice.launch.job experiment=demo``: one sweep job, recorded in MLflow."""
+    from vice.launch.app import PROGRAMS, run_app
+
+    run_app(PROGRAMS["job"], _job)
+
+
+if __name__ == "__main__":
     job_main()
