@@ -48,7 +48,7 @@ def _single_thread_torch():
 
 def slurm_marks() -> list:
     """pytestmark of the tests that submit to the local SLURM cluster."""
-    from vice.sweep import slurm_available
+    from vice.launch.sweep.slurm import slurm_available
 
     reason = "no local SLURM cluster answers: start it with `bash slurm/local-cluster.sh up`"
     if os.environ.get("VICE_REQUIRE_SLURM") == "1" and not slurm_available():

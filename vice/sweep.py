@@ -9,6 +9,7 @@ from vice.launch.sweep.cli import Sweep, main, prepare, run_sweep
 from vice.launch.sweep.compose import Composer, Job, compose_jobs, experiment_name
 from vice.launch.sweep.errors import SweepError
 from vice.launch.sweep.plan import plan_state, plan_table
+from vice.launch.sweep.slurm import slurm_available
 from vice.launch.sweep.state import RunState, fetch_states
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "plan_table",
     "prepare",
     "run_sweep",
+    "slurm_available",
 ]
 
 if __name__ == "__main__":

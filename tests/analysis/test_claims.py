@@ -23,7 +23,7 @@ from scipy import stats as sps
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from test_analysis_tables import SMOKE, linear, log_run
+from mlflow_fixtures import SMOKE, linear, log_run
 
 from analysis import stats
 from analysis.claims import (

@@ -33,7 +33,7 @@ def test_an_unknown_experiment_is_refused_naming_every_valid_one() -> None:
     assert message.startswith("experiment='table3_decompositon_smoke' is not in ")
     assert message.endswith(f"one of {', '.join(list_experiments())}")
     assert len(list_experiments()) == len(
-        list((Path(__file__).parents[1] / "sweeps" / "experiment").glob("*.yaml"))
+        list((Path(__file__).parents[3] / "sweeps" / "experiment").glob("*.yaml"))
     )
 
 

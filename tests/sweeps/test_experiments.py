@@ -24,7 +24,7 @@ from vice.launch.sweep.cost import launcher_gpus
 from vice.launch.sweep.launch import list_launchers
 from vice.launch.tracking.identity import semantic_config
 
-PAPER_RESULTS = Path(__file__).resolve().parent.parent / "analysis" / "paper_results.json"
+PAPER_RESULTS = Path(__file__).resolve().parents[2] / "analysis" / "paper_results.json"
 PAPER_EXPERIMENTS = (
     "table1_main",
     "table2_resolution",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_analysis_tables import log_table3
+from mlflow_fixtures import log_table3
 
 from analysis.cli import main
 from analysis.runs import FAST_FAIL_HTTP_ENV
