@@ -5,6 +5,7 @@ Examples::
     python -m benchmarks                          # every section on CUDA if available, else CPU
     python -m benchmarks --device cpu --only pooling
     python -m benchmarks --quick                  # tiny shapes: checks that the benchmark runs
+    python -m benchmarks --only learning          # does training learn? (python -m benchmarks.learning)
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ SECTIONS: dict[str, Callable[[torch.device, bool, int | None], dict[str, Any]]] 
     "scaling": lambda device, quick, workers: run_scaling(device, quick),
 }
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+#: The learning benchmark (:mod:`benchmarks.learning`): a section of its own, run only when asked for.
+LEARNING = "learning"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,9 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=tuple(SECTIONS),
+        choices=(*SECTIONS, LEARNING),
         metavar="SECTION",
-        help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
+        help=f"run only this section (repeatable): {', '.join(SECTIONS)}; or {LEARNING} alone "
+        "(3 seeds of training on the real-photograph dev set, about 30 minutes on 2 cores)",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="output directory (default benchmarks/results/<device>)"
@@ -145,6 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         results["targets"] = [t.to_dict() for t in evaluate_targets(results)]
         write_results(results, args.render.parent, args.render.stem)
         print(render_markdown(results))
+        return
+    if args.only and LEARNING in args.only:
+        if len(args.only) > 1:
+            raise SystemExit(f"--only {LEARNING} runs alone: it trains models, the other sections time code")
+        from benchmarks.learning import main as learning_main
+
+        learning_main(["--out", str(args.out or RESULTS_ROOT / LEARNING)])
         return
     if args.threads:
         torch.set_num_threads(args.threads)

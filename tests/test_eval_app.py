@@ -118,14 +118,39 @@ def test_eval_checkpoint_accepts_random_and_existing_paths(tmp_path):
         validate(cfg)
 
 
-def test_floors_are_computed_at_the_final_evaluation_only(tmp_path):
-    from vice.evaluate.app import build_evaluator
+def test_floors_are_computed_once_and_every_evaluation_reports_the_gain(tmp_path, monkeypatch):
+    import vice.evaluate.app as app
 
     cfg = _tiny_config(str(tmp_path))
     cfg.eval.baselines, cfg.train.max_steps = True, 4
-    evaluator = build_evaluator(cfg)
+    calls = []
+    real = app.evaluate_model
+    monkeypatch.setattr(app, "evaluate_model", lambda c, *a: calls.append(c.eval.baselines) or real(c, *a))
+    evaluator = app.build_evaluator(cfg)
     embedder = build_model(cfg.model)
     intermediate, final = evaluator(embedder, 2), evaluator(embedder, 4)
-    assert not [k for k in intermediate if k.startswith("eval/baseline_")]
+    assert calls == [True, False]  # the floors are computed by the first evaluation only
     assert intermediate["eval/linear_miou"] == final["eval/linear_miou"]  # the same model, the same numbers
-    assert final["eval/baseline_random_linear_miou"] >= 0.0 and "eval/baseline_rgb_linear_miou" in final
+    for metrics in (intermediate, final):
+        floor = metrics["eval/baseline_random_linear_miou"]
+        assert metrics["eval/gain_linear_miou"] == metrics["eval/linear_miou"] - floor
+        assert 0.0 <= metrics["eval/baseline_rgb_linear_miou"] <= 1.0
+    assert final["eval/baseline_random_linear_miou"] == intermediate["eval/baseline_random_linear_miou"]
+
+
+def test_gains_over_random_pair_each_miou_with_its_floor():
+    from vice.evaluate.run import gains_over_random
+
+    metrics = {
+        "eval/linear_miou": 0.40,
+        "eval/baseline_random_linear_miou": 0.25,
+        "eval/baseline_rgb_linear_miou": 0.10,
+        "eval/cluster5_hungarian_miou": 0.20,
+        "eval/baseline_random_cluster5_hungarian_miou": 0.22,
+        "eval/cluster5_hungarian_acc": 0.5,
+        "eval/cluster20_majority_miou": 0.3,  # no random-init twin: no gain
+    }
+    gains = gains_over_random(metrics)
+    assert gains.keys() == {"eval/gain_linear_miou", "eval/gain_cluster5_hungarian_miou"}
+    assert gains["eval/gain_linear_miou"] == 0.40 - 0.25
+    assert gains["eval/gain_cluster5_hungarian_miou"] == 0.20 - 0.22

@@ -218,3 +218,22 @@ def test_build_model_loads_pretrained(tmp_path: Path) -> None:
 def test_null_decoder_channels_means_the_papers_width_for_each_decoder(decoder, width):
     model = build_model(ModelConfig(backbone="resnet18", decoder=decoder, decoder_channels=None, embed_dim=4))
     assert model.head.weight.shape == (4, width, 1, 1)
+
+
+def test_three_stages_stop_after_layer3_and_load_the_first_three_stages(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    full = build_backbone("resnet18", 8)
+    path = tmp_path / "resnet18.pth"
+    torch.save(full.state_dict(), path)
+    short = build_backbone("resnet18", 8, num_stages=3)
+    load_pretrained(short, path)
+    assert short.layer4 is None and short.channels == (64, 128, 256)
+    x = torch.randn(1, 3, 64, 64)
+    full.eval(), short.eval()
+    with torch.no_grad():
+        got, want = short(x), full(x)
+    assert len(got) == 3
+    for a, b in zip(got, want[:3], strict=True):
+        torch.testing.assert_close(a, b)
+    # layer4 of a dilated ResNet-18 holds 8.4M of its 11.2M parameters.
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in short.parameters()) == 8393728

@@ -72,6 +72,7 @@ class ModelConfig:
 
     backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50 | resnet101
     output_stride: int = 8  # 8 | 16
+    num_stages: int = 4  # ResNet stages used: 4 = c2..c5 (the paper); 3 stops after layer3 (CPU recipes)
     decoder: str = "fpn"  # fpn | deeplabv3plus
     decoder_channels: int | None = None  # None = the paper's: 128 for FPN (PiCIE's), 256 for DeepLabV3+
     embed_dim: int = 128  # D
@@ -258,6 +259,12 @@ def validate(cfg: Config | DictConfig) -> None:
 
     _check(m.backbone in BACKBONES, "model.backbone", m.backbone, f"one of {BACKBONES}")
     _check(m.output_stride in (8, 16), "model.output_stride", m.output_stride, "8 or 16")
+    _check(
+        m.num_stages in (3, 4),
+        "model.num_stages",
+        m.num_stages,
+        "4 (c2..c5, the paper) or 3 (stop after layer3)",
+    )
     _check(m.decoder in DECODERS, "model.decoder", m.decoder, f"one of {DECODERS}")
     _check(
         m.decoder_channels is None or m.decoder_channels >= 1,

@@ -20,7 +20,7 @@ from torch import nn
 from vice.config import RANDOM_CHECKPOINT, Config
 from vice.data.labelled import LabelledDataset, build_labelled_dataset
 from vice.evaluate.embed import Decomposer
-from vice.evaluate.run import MODEL_PREFIX, RANDOM_PREFIX, RGB_PREFIX, eval_tags, evaluate
+from vice.evaluate.run import MODEL_PREFIX, RANDOM_PREFIX, RGB_PREFIX, eval_tags, evaluate, gains_over_random
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +91,24 @@ def build_evaluator(
     """An ``(embedder, step) -> metrics`` hook for the trainer's intermediate and final evaluations.
 
     The datasets are built once; the embedder's train/eval mode is restored after each call. The floors
-    (``eval.baselines``) do not change during training, so only the final step (``train.max_steps``)
-    computes them.
+    (``eval.baselines``: random init, raw colours) do not change during training: the first call
+    computes them, and every call reports them with the model's gain over random init
+    (``eval/gain_*``), so an intermediate evaluation already shows whether the run learns.
     """
     train_set, eval_set = eval_datasets(cfg)
     without_floors = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, baselines=False))
+    floors: dict[str, float] = {}
 
     def evaluator(embedder: nn.Module, step: int) -> dict[str, float]:
         was_training = embedder.training
         step_dir = None if out_dir is None else Path(out_dir) / f"step_{step:08d}"
-        step_cfg = cfg if step >= cfg.train.max_steps else without_floors
+        step_cfg = without_floors if floors or not cfg.eval.baselines else cfg
         metrics = evaluate_model(step_cfg, embedder, train_set, eval_set, step_dir)
         embedder.train(was_training)
+        if cfg.eval.baselines and not floors:
+            floors.update({k: v for k, v in metrics.items() if k.startswith("eval/baseline_")})
+        metrics.update(floors)
+        metrics.update(gains_over_random(metrics))
         return metrics
 
     return evaluator

@@ -317,6 +317,36 @@ def score_split(
     return counts, records
 
 
+#: Prefix of the model's gain over the same network at random init (``eval/gain_linear_miou``, ...).
+GAIN_PREFIX = "gain_"
+
+
+def gains_over_random(metrics: dict[str, float]) -> dict[str, float]:
+    """The model's mIoU minus the random-init network's, per metric both have.
+
+    A model that does not learn shows a gain near 0 (or below) here, in MLflow and in the tables.
+
+    Args:
+        metrics: flat evaluation metrics with the model's and the ``baseline_random_`` mIoUs.
+
+    Returns:
+        ``eval/gain_<stem>`` for every ``eval/<stem>`` ending in ``_miou`` that has a random-init twin.
+    """
+    gains = {}
+    for key, value in metrics.items():
+        stem = key.removeprefix("eval/")
+        if (
+            key.startswith("eval/baseline_")
+            or key.startswith(f"eval/{GAIN_PREFIX}")
+            or not stem.endswith("_miou")
+        ):
+            continue
+        floor = metrics.get(f"eval/{RANDOM_PREFIX}{stem}")
+        if floor is not None:
+            gains[f"eval/{GAIN_PREFIX}{stem}"] = value - floor
+    return gains
+
+
 def warn_no_hungarian(num_clusters: Iterable[int], num_classes: int, dataset: str) -> list[int]:
     """Log one warning per C below ``num_classes``: it gets majority mapping only, no Hungarian score.
 
@@ -511,6 +541,7 @@ def evaluate(
         pipelines, fitted, DataLoader(eval_view, **loader_args), num_classes, device, cfg.pictures
     )
     metrics, per_class, mappings = summarize(counts, fitted, num_classes, mapping_fit_set)
+    metrics.update(gains_over_random(metrics))
     metrics["eval/kmeans_sample_size"] = float(samples[MODEL_PREFIX][0].shape[0])
     metrics["eval/num_skipped_images"] = float(skipped)
     if out_dir is not None:

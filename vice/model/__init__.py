@@ -22,7 +22,7 @@ def build_model(cfg: ModelConfig) -> DenseEmbedder:
     Returns:
         The embedder, mapping (B, 3, H, W) to (B, cfg.embed_dim, H, W).
     """
-    backbone = build_backbone(cfg.backbone, cfg.output_stride)
+    backbone = build_backbone(cfg.backbone, cfg.output_stride, cfg.num_stages)
     if cfg.pretrained:
         load_pretrained(backbone, cfg.pretrained)
     channels = cfg.decoder_channels or DECODER_CHANNELS[cfg.decoder]

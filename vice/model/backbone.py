@@ -17,6 +17,8 @@ from torchvision.models import resnet
 #: Output strides a backbone can be built at -> which of (layer2, layer3, layer4) trade stride for dilation.
 OUTPUT_STRIDES = {8: (False, True, True), 16: (False, False, True), 32: (False, False, False)}
 
+#: ``model.num_stages``: 4 uses c2..c5 (the paper), 3 stops after layer3.
+NUM_STAGES = (3, 4)
 #: name -> (torchvision builder, channels of c2..c5, uses Bottleneck blocks (torchvision can dilate them)).
 _ARCHS = {
     "resnet18": (resnet.resnet18, (64, 128, 256, 512), False),
@@ -60,13 +62,20 @@ class ResNetBackbone(nn.Module):
     Submodule names are torchvision's (``conv1``, ``bn1``, ``layer1``..``layer4``), so a torchvision
     ``state_dict`` without ``fc.*`` loads as is (see :func:`load_pretrained`).
 
+    With ``num_stages=3`` the network stops after layer3 (no ``layer4`` module, no c5): a smaller
+    receptive field and about half the compute of a dilated ResNet-18.
+
     Attributes:
-        channels: channels of c2..c5.
-        output_stride: stride of c5 with respect to the input (8, 16 or 32).
+        channels: channels of c2..c5 (c2..c4 with 3 stages).
+        output_stride: stride of the last feature map with respect to the input.
     """
 
-    def __init__(self, net: resnet.ResNet, channels: tuple[int, ...], output_stride: int) -> None:
+    def __init__(
+        self, net: resnet.ResNet, channels: tuple[int, ...], output_stride: int, num_stages: int = 4
+    ) -> None:
         super().__init__()
+        if num_stages not in NUM_STAGES:
+            raise ValueError(f"model.num_stages={num_stages} is invalid: one of {NUM_STAGES}")
         self.conv1 = net.conv1
         self.bn1 = net.bn1
         self.relu = net.relu
@@ -74,8 +83,8 @@ class ResNetBackbone(nn.Module):
         self.layer1 = net.layer1
         self.layer2 = net.layer2
         self.layer3 = net.layer3
-        self.layer4 = net.layer4
-        self.channels = channels
+        self.layer4 = net.layer4 if num_stages == 4 else None
+        self.channels = channels[:num_stages]
         self.output_stride = output_stride
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -85,23 +94,26 @@ class ResNetBackbone(nn.Module):
             x: images (B, 3, H, W).
 
         Returns:
-            ``[c2, c3, c4, c5]``: c2 at stride 4, c3 at stride 8, c4 and c5 at stride
-            ``min(16, output_stride)`` and ``output_stride``; each (B, channels[i], h_i, w_i).
+            ``[c2, c3, c4, c5]`` (``[c2, c3, c4]`` with 3 stages): c2 at stride 4, c3 at stride 8,
+            c4 and c5 at stride ``min(16, output_stride)`` and ``output_stride``; each
+            (B, channels[i], h_i, w_i).
         """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         c2 = self.layer1(x)
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
-        return [c2, c3, c4, c5]
+        if self.layer4 is None:
+            return [c2, c3, c4]
+        return [c2, c3, c4, self.layer4(c4)]
 
 
-def build_backbone(name: str, output_stride: int) -> ResNetBackbone:
+def build_backbone(name: str, output_stride: int, num_stages: int = 4) -> ResNetBackbone:
     """Build a randomly initialized ResNet backbone (never downloads weights).
 
     Args:
         name: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``.
         output_stride: 8, 16 or 32.
+        num_stages: 4 (c2..c5, the paper) or 3 (stop after layer3).
 
     Returns:
         The backbone; load weights with :func:`load_pretrained`.
@@ -122,7 +134,7 @@ def build_backbone(name: str, output_stride: int) -> ResNetBackbone:
         for layer, use_dilation in zip((net.layer2, net.layer3, net.layer4), dilate, strict=True):
             if use_dilation:
                 dilation = dilate_layer_(layer, dilation)
-    return ResNetBackbone(net, channels, output_stride)
+    return ResNetBackbone(net, channels, output_stride, num_stages)
 
 
 def load_pretrained(backbone: ResNetBackbone, path: str | Path) -> None:
@@ -146,6 +158,8 @@ def load_pretrained(backbone: ResNetBackbone, path: str | Path) -> None:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict: save model.state_dict()")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if backbone.layer4 is None:  # a 3-stage backbone takes the first three stages of the file
+        state = {k: v for k, v in state.items() if not k.startswith("layer4.")}
     expected = set(backbone.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
