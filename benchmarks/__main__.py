@@ -33,7 +33,7 @@ from benchmarks.scaling import run_scaling
 from benchmarks.targets import evaluate_targets
 from benchmarks.timing import load_average, machine, slug
 from benchmarks.training import run_training
-from vice.train import resolve_device
+from vice.dist import resolve_device
 
 log = logging.getLogger("benchmarks")
 

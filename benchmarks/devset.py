@@ -70,9 +70,9 @@ SOURCES = (
     # Handwriting on paper (172x448): left / right half.
     Source("handwriting", "skimage", "data/text.png", (0, 172, 0, 224), (0, 172, 224, 448)),
 )
-CLASS_NAMES = tuple(s.name for s in SOURCES)
+MATERIALS = tuple(s.name for s in SOURCES)
 #: Seeds of the two splits: layouts, crops and tints differ between them.
-SPLIT_SEEDS = {"train": 10, "val": 11}
+DEVSET_SEEDS = {"train": 10, "val": 11}
 #: Intensity distribution every texture is mapped onto: N(mean, std) clipped to [0, 255].
 TARGET_MEAN, TARGET_STD = 128.0, 45.0
 #: Per-image tint saturation and gain ranges (the tint is one colour for the whole image).
@@ -204,7 +204,7 @@ def generate(root: str | os.PathLike[str], spec: DevsetSpec = DevsetSpec()) -> P
         ``root`` as a Path.
     """
     root = Path(root)
-    manifest = {**asdict(spec), "classes": list(CLASS_NAMES)}
+    manifest = {**asdict(spec), "classes": list(MATERIALS)}
     if (root / MANIFEST).is_file() and json.loads((root / MANIFEST).read_text()) == manifest:
         return root
     tmp = root.with_name(root.name + ".tmp")
@@ -214,11 +214,11 @@ def generate(root: str | os.PathLike[str], spec: DevsetSpec = DevsetSpec()) -> P
         (tmp / "images" / split).mkdir(parents=True)
         (tmp / "labels" / split).mkdir(parents=True)
         for index in range(count):
-            rng = np.random.default_rng([SPLIT_SEEDS[split], index])
+            rng = np.random.default_rng([DEVSET_SEEDS[split], index])
             image, labels = mosaic(textures, spec.image_size, rng)
             cv2.imwrite(str(tmp / "images" / split / f"{index:04d}.png"), image[..., ::-1])
             cv2.imwrite(str(tmp / "labels" / split / f"{index:04d}.png"), labels)
-    (tmp / CLASS_NAMES_FILE).write_text("\n".join(CLASS_NAMES) + "\n")
+    (tmp / CLASS_NAMES_FILE).write_text("\n".join(MATERIALS) + "\n")
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from vice.evaluate.run import DEFAULT_PAD
 from vice.model import build_model
 
 #: COCO-Stuff-27's classes: the linear probe's outputs.
-NUM_CLASSES = 27
+NUM_EVAL_CLASSES = 27
 #: A 640x480 COCO image at the high-resolution protocol's short side of 512.
 HIGHRES_IMAGE = (512, 683)
 #: Centres of the synthetic embedding blobs k-means is fitted on.
@@ -120,11 +120,11 @@ def measure_heads(plan: EvalPlan, device: torch.device) -> dict[str, Any]:
         assign = partial(assign_map, features, centroids.to(device), spherical=True)
         assignment[str(num_clusters)] = median_ms(time_ms(assign, device, plan.repeats, plan.warmup))
         same_size[str(num_clusters)] = _probe_ms(features, num_clusters, plan, device)
-    probe_ms = _probe_ms(features, NUM_CLASSES, plan, device)
+    probe_ms = _probe_ms(features, NUM_EVAL_CLASSES, plan, device)
     return {
         "cluster_assignment_ms": assignment,
         "linear_probe_ms": probe_ms,
-        "linear_probe_classes": NUM_CLASSES,
+        "linear_probe_classes": NUM_EVAL_CLASSES,
         "cluster_over_linear": {c: ms / probe_ms for c, ms in assignment.items()},
         "conv_with_c_outputs_ms": same_size,
         "cluster_over_conv_with_c_outputs": {c: ms / same_size[c] for c, ms in assignment.items()},

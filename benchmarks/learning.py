@@ -24,24 +24,24 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 
-from benchmarks.devset import CLASS_NAMES, DevsetSpec, generate
+from benchmarks.devset import MATERIALS, DevsetSpec, generate
 from vice.app import SWEEPS_DIR
 from vice.config import Config, register_schema, to_config, validate
-from vice.evaluate.app import eval_datasets, evaluate_model
+from vice.evaluate.harness import eval_datasets, evaluate_model
 from vice.evaluate.run import MODEL_PREFIX, RANDOM_PREFIX, RGB_PREFIX
 from vice.train import train
 
 log = logging.getLogger("benchmarks.learning")
 
 RECIPE = "photos"
-NUM_CLASSES = len(CLASS_NAMES)
+NUM_MATERIALS = len(MATERIALS)
 #: Over-clustering: C = 4 x classes, mapped many-to-one by majority.
-OVER_CLUSTERS = 4 * NUM_CLASSES
+OVER_CLUSTERS = 4 * NUM_MATERIALS
 #: Reported metric -> the metric name's stem after ``eval/<prefix>``.
 METRICS = {
     "linear probe": "linear_miou",
     f"C = {OVER_CLUSTERS} majority": f"cluster{OVER_CLUSTERS}_majority_miou",
-    f"C = {NUM_CLASSES} Hungarian": f"cluster{NUM_CLASSES}_hungarian_miou",
+    f"C = {NUM_MATERIALS} Hungarian": f"cluster{NUM_MATERIALS}_hungarian_miou",
 }
 PIPELINES = {"model": MODEL_PREFIX, "random init": RANDOM_PREFIX, "raw colours": RGB_PREFIX}
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "learning"
@@ -66,7 +66,7 @@ def recipe_config(devset: Path, run_dir: Path, seed: int, overrides: Sequence[st
         )
     cfg = to_config(raw)
     validate(cfg)
-    return replace(cfg, eval=replace(cfg.eval, num_clusters=[NUM_CLASSES, OVER_CLUSTERS], baselines=True))
+    return replace(cfg, eval=replace(cfg.eval, num_clusters=[NUM_MATERIALS, OVER_CLUSTERS], baselines=True))
 
 
 def run_seed(cfg: Config) -> dict[str, float]:
@@ -148,7 +148,7 @@ def run_learning(
         "recipe": RECIPE,
         "overrides": list(overrides),
         "seeds": list(seeds),
-        "devset": {**vars(spec), "classes": list(CLASS_NAMES)},
+        "devset": {**vars(spec), "classes": list(MATERIALS)},
         "table": table,
         "per_seed": per_seed,
     }

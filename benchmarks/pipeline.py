@@ -23,9 +23,9 @@ from benchmarks.timing import median_ms
 from benchmarks.training import HIGHRES, LOWRES, TrainShape, bench_config, region_method, write_image_folder
 from vice.config import RegionConfig
 from vice.data.folder import ImageFolder
+from vice.data.regions import RegionCache, decompose, decompose_cached
 from vice.data.synthetic import render_scene
 from vice.data.train import ViewDataset
-from vice.regions import RegionCache, decompose, decompose_cached
 
 T = TypeVar("T")
 

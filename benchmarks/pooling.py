@@ -1,7 +1,7 @@
 """Section 2: ``vice.pooling.region_means`` against the authors' per-region loop, forward and backward.
 
 The region maps are real: SLIC on a synthetic scene, masked per view by Algorithm 1's region masking,
-and relabelled to the mutual regions (``vice.views``), about 800 regions per image at 400 x 400.
+and relabelled to the mutual regions (``vice.data.views``), about 800 regions per image at 400 x 400.
 
 The loop costs about half an hour on a CPU at the full shape (every region's backward writes a
 full-map gradient), so it is timed on subsets, k regions of one map for a few k, and the least-squares
@@ -22,10 +22,10 @@ import torch
 from benchmarks.reference import loop_region_means
 from benchmarks.timing import PhaseTimer, median_ms
 from benchmarks.training import region_method
+from vice.data.regions import grid_regions, slic_regions
 from vice.data.synthetic import render_scene
+from vice.data.views import relabel_mutual, sample_mask
 from vice.pooling import region_means
-from vice.regions import grid_regions, slic_regions
-from vice.views import relabel_mutual, sample_mask
 
 #: Algorithm 1's masking at the paper's setting (maximal coverage 25 %, a quarter of regions protected).
 MASK_RATIO = 0.25

@@ -16,6 +16,7 @@ import torch
 from benchmarks.timing import PhaseTimer
 from benchmarks.training import (
     LOWRES,
+    SCALING_CELL,
     StepParts,
     TrainShape,
     bench_config,
@@ -23,11 +24,8 @@ from benchmarks.training import (
     summarize_phases,
     timed_steps,
 )
+from vice.data.regions import grid_regions
 from vice.data.train import ViewBatch
-from vice.regions import grid_regions
-
-#: Side of the grid cells standing in for superpixels, so that R grows with S^2 as with SLIC.
-SCALING_CELL = 16
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from benchmarks.timing import PhaseTimer, median_ms, peak_memory_mb, reset_peak_memory
 from vice.config import Config, validate
 from vice.data.folder import ImageFolder
+from vice.data.regions import RegionCache, decompose_cached
 from vice.data.synthetic import render_scene
 from vice.data.train import ViewBatch, build_train_loader
-from vice.optim import LARS, build_optimizer, cosine_lr, param_groups, set_lr
-from vice.pooling import region_means
-from vice.regions import RegionCache, decompose_cached
-from vice.swav import RegionQueue, swav_region_loss
-from vice.train import RegionalSwav, amp_dtype_for, build_regional_swav
+from vice.optim import cosine_lr, set_lr
+from vice.swav import RegionalSwav, RegionQueue
+from vice.train import TrainingParts, build_training
 
 #: Table 7's phases, in step order; the JSON and the table use these names.
 PHASES = ("data_wait", "forward", "pool_sinkhorn_loss", "backward", "optimizer")
@@ -159,94 +158,42 @@ def fill_region_cache(root: Path, cfg: Config) -> None:
 
 @dataclass
 class StepParts:
-    """Everything one training step touches, built as ``vice.train.train`` builds it."""
+    """The trainer's own parts of a step (:func:`vice.train.build_training`) and the schedule's scalars."""
 
-    model: RegionalSwav
-    optimizer: LARS
-    scaler: torch.amp.GradScaler
-    queue: RegionQueue | None
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    channels_last: bool
+    training: TrainingParts
     num_views: int
-    peak_lr: float
     max_steps: int
+
+    @property
+    def model(self) -> RegionalSwav:
+        """The unwrapped regional SwAV model."""
+        return self.training.model
+
+    @property
+    def queue(self) -> RegionQueue | None:
+        """The region queue, or None."""
+        return self.training.queue
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives."""
+        return self.training.device
 
 
 def build_step_parts(cfg: Config, device: torch.device, prefill_queue: bool = True) -> StepParts:
-    """The trainer's model, LARS optimizer, scaler and queue on ``device`` (single process).
+    """The trainer's model, LARS optimizer, scaler and queue on ``device`` (single process, no resume).
 
     Args:
         cfg: the validated config.
         device: where the model lives.
         prefill_queue: fill the queue with random unit vectors, as it is after its first steps.
     """
-    model, queue = build_regional_swav(cfg)
-    model.to(device)
-    channels_last = device.type == "cuda" and cfg.train.channels_last
-    if channels_last:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if queue is not None:
-        queue.to(device)
-        if prefill_queue:
-            queue.push(F.normalize(torch.randn(queue.length, cfg.model.embed_dim, device=device), dim=1))
-    optimizer = build_optimizer(
-        param_groups(model, cfg.optim.weight_decay),
-        lr=cfg.optim.base_lr,
-        momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay,
-        lars_trust=cfg.optim.lars_trust,
-    )
-    amp_dtype = amp_dtype_for(cfg.train.amp, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
-    model.train()
-    return StepParts(
-        model,
-        optimizer,
-        scaler,
-        queue,
-        device,
-        amp_dtype,
-        channels_last,
-        cfg.views.num_views,
-        cfg.optim.base_lr,
-        cfg.train.max_steps,
-    )
-
-
-def loss_from_embeddings(
-    model: RegionalSwav,
-    embeddings: torch.Tensor,
-    regions: torch.Tensor,
-    num_regions: torch.Tensor,
-    num_views: int,
-    queue: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``RegionalSwav.forward`` after its embedder call (tests check that the two agree).
-
-    Args:
-        model: the regional SwAV model (its prototypes and loss scalars are used).
-        embeddings: (B*M, D, S, S) the embedder's output.
-        regions: (B*M, S, S) int64 mutual region ids, -1 = ignore.
-        num_regions: (B,) int64.
-        num_views: M.
-        queue: (F, D) queued embeddings or None.
-
-    Returns:
-        loss (scalar), codes (N, K), and the (N, D) normalized view-0 region means.
-    """
-    means = region_means(embeddings, regions, num_regions, num_views)  # (M, N, D)
-    loss, codes = swav_region_loss(
-        means,
-        model.prototypes,
-        model.temperature,
-        model.sinkhorn_epsilon,
-        model.sinkhorn_iterations,
-        num_regions,
-        queue,
-    )
-    z0 = F.normalize(means[0].detach().float(), dim=-1)  # (N, D)
-    return loss, codes, z0
+    training = build_training(replace(cfg, train=replace(cfg.train, device=device.type)), resume=False)
+    if training.queue is not None and prefill_queue:
+        length, dim = training.queue.length, cfg.model.embed_dim
+        training.queue.push(F.normalize(torch.randn(length, dim, device=device), dim=1))
+    training.model.train()
+    return StepParts(training, cfg.views.num_views, cfg.train.max_steps)
 
 
 def timed_steps(parts: StepParts, batches: Iterator[ViewBatch], steps: int, timer: PhaseTimer) -> list[int]:
@@ -256,16 +203,16 @@ def timed_steps(parts: StepParts, batches: Iterator[ViewBatch], steps: int, time
     finiteness check (a host sync), zero_grad + backward, LR + optimizer step + prototype
     normalization + queue push.
     """
-    model, device = parts.model, parts.device
+    model, device, training = parts.model, parts.device, parts.training
     autocast = torch.autocast(
-        device.type, dtype=parts.amp_dtype or torch.float32, enabled=parts.amp_dtype is not None
+        device.type, dtype=training.amp_dtype or torch.float32, enabled=training.amp_dtype is not None
     )
     regions_seen = []
     for step in range(steps):
         with timer.phase("data_wait"):
             batch = next(batches)
             views = batch.views.to(device, non_blocking=True)
-            if parts.channels_last:
+            if training.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last)
             regions = batch.regions.to(device, non_blocking=True)
             num_regions = batch.num_regions.to(device)
@@ -274,18 +221,18 @@ def timed_steps(parts: StepParts, batches: Iterator[ViewBatch], steps: int, time
         with timer.phase("pool_sinkhorn_loss"):
             with autocast:
                 queue = parts.queue.contents() if parts.queue is not None else None
-                loss, _, z0 = loss_from_embeddings(
-                    model, embeddings, regions, num_regions, parts.num_views, queue
+                loss, _, z0 = model.loss_from_embeddings(
+                    embeddings, regions, num_regions, parts.num_views, queue
                 )
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"benchmark step {step}: loss is {loss.item()}")
         with timer.phase("backward"):
-            parts.optimizer.zero_grad(set_to_none=True)
-            parts.scaler.scale(loss).backward()
+            training.optimizer.zero_grad(set_to_none=True)
+            training.scaler.scale(loss).backward()
         with timer.phase("optimizer"):
-            set_lr(parts.optimizer, cosine_lr(step, parts.peak_lr, 0, parts.max_steps, 0.001))
-            parts.scaler.step(parts.optimizer)
-            parts.scaler.update()
+            set_lr(training.optimizer, cosine_lr(step, training.peak_lr, 0, parts.max_steps, 0.001))
+            training.scaler.step(training.optimizer)
+            training.scaler.update()
             model.prototypes.normalize_()
             if parts.queue is not None:
                 parts.queue.push(z0)

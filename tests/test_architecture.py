@@ -26,24 +26,13 @@ READ_SIDE = frozenset(
         "vice.launch.tracking.read",
     }
 )
-#: Library -> orchestration arrows the library side removes as it lands (issue 11); delete each entry
-#: with its fix. Format: (importer, imported).
-KNOWN_LIBRARY_VIOLATIONS = frozenset(
-    {
-        ("vice.train", "vice.tracking"),  # NullLogger, RunLogger: import them from vice.run_logger
-        ("vice.train", "vice.app"),  # main(): vice-train is vice.launch.cli:train_main now; drop it
-        ("vice.evaluate.app", "vice.launch.cli"),  # main() for `python -m vice.evaluate`: point
-        # vice/evaluate/__main__.py at vice.launch.cli.eval_main and drop it
-    }
-)
 #: Modules over :data:`MAX_LINES`, each with its reason. Library entries are the library side's to split.
 LONG_MODULES = {
     "analysis.tables": "one builder per paper table (1-6), each short; splitting would scatter the tables",
     "analysis.claims": "the paper's claims as data plus their test; one responsibility",
     "analysis.figures": "the three figures' data, table and plot",
     "vice.launch.tune.driver": "the driver's loop and its four Optuna transitions (ask, report, collect, reconcile)",
-    "vice.views": "library side (issue 11)",
-    "vice.train": "library side (issue 11): build_training(cfg) and a short loop",
+    "vice.data.views": "Algorithm 1 end to end (centre, boxes, crops, masking, mutual relabelling); photometric is its own",
     "vice.evaluate.run": "library side (issue 11)",
     "vice.data.labelled": "library side (issue 11)",
 }
@@ -52,17 +41,6 @@ MAX_LINES = 400
 SHARED_CONSTANTS = {
     # Two different files: a job's run dir lock (job.lock) and a study's driver lock (driver.lock).
     "LOCK_FILE": {"vice.launch.job", "vice.launch.tune.cli"},
-}
-#: Constants defined twice in the library or the benchmarks, for the library side (issue 11): name -> modules.
-KNOWN_LIBRARY_CONSTANTS = {
-    "CLASS_NAMES": {"benchmarks.devset", "vice.data.synthetic"},
-    "IGNORE": {"vice.data.labelled", "vice.evaluate.probe"},
-    "IMAGENET_MEAN": {"vice.evaluate.embed", "vice.views"},
-    "IMAGENET_STD": {"vice.evaluate.embed", "vice.views"},
-    "NUM_CLASSES": {"benchmarks.evaluation", "benchmarks.learning", "vice.data.synthetic"},
-    "PROTOCOLS": {"vice.config", "vice.evaluate.embed"},
-    "SCALING_CELL": {"benchmarks.scaling", "benchmarks.training"},
-    "SPLIT_SEEDS": {"benchmarks.devset", "vice.data.synthetic"},
 }
 
 
@@ -136,8 +114,7 @@ def test_the_library_never_imports_the_orchestration_or_analysis() -> None:
         for target, _ in targets
         if floor(target) in ("orchestration", "analysis")
     }
-    assert found - KNOWN_LIBRARY_VIOLATIONS == set()
-    assert KNOWN_LIBRARY_VIOLATIONS - found == set(), "fixed: remove these from KNOWN_LIBRARY_VIOLATIONS"
+    assert found == set()
 
 
 def test_analysis_imports_only_the_read_side_of_the_orchestration() -> None:
@@ -162,10 +139,7 @@ def test_the_read_side_imports_only_the_library_and_itself() -> None:
 
 
 def test_no_import_cycle_even_through_imports_inside_functions() -> None:
-    graph = {
-        name: {t for t, _ in targets if (name, t) not in KNOWN_LIBRARY_VIOLATIONS}
-        for name, targets in EDGES.items()
-    }
+    graph = {name: {t for t, _ in targets} for name, targets in EDGES.items()}
     cycles: set[frozenset[str]] = set()
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -213,8 +187,7 @@ def test_each_upper_case_constant_is_defined_once() -> None:
     twice = {
         constant: where
         for constant, where in defined.items()
-        if len(where) > 1
-        and where not in (SHARED_CONSTANTS.get(constant), KNOWN_LIBRARY_CONSTANTS.get(constant))
+        if len(where) > 1 and where != SHARED_CONSTANTS.get(constant)
     }
     assert twice == {}
 
@@ -227,5 +200,4 @@ def test_a_module_stays_short_or_says_why(name: str) -> None:
 
 def test_the_allowlists_name_real_modules() -> None:
     assert set(LONG_MODULES) <= set(MODULES)
-    assert {name for pair in KNOWN_LIBRARY_VIOLATIONS for name in pair} <= set(MODULES)
     assert READ_SIDE | SHIMS <= set(MODULES)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from vice.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``state`` atomically: a temp file in the same dir, fsync, then ``os.replace``.
+    """Write ``state`` atomically (:func:`vice.io.atomic_write`: temp file, fsync, ``os.replace``).
 
     A crash at any moment leaves either the previous checkpoints or the complete new one, never a
     half-written file. Only the newest ``keep`` checkpoints are kept.
@@ -37,18 +37,7 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     Returns:
         The path of the new checkpoint.
     """
-    target = checkpoint_path(run_dir, step)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    target = atomic_write(checkpoint_path(run_dir, step), lambda handle: torch.save(state, handle))
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return target

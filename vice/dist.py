@@ -26,6 +26,8 @@ BACKENDS = {"cuda": "nccl", "cpu": "gloo"}
 #: (``train.eval_every``) while the others wait in the next step's all-reduce; NCCL's default 10 minutes
 #: would abort the job during a full COCO evaluation.
 COLLECTIVE_TIMEOUT_MIN = 120
+#: Reductions :func:`all_reduce_` offers.
+REDUCE_OPS = ("sum", "max")
 #: Range of the rendezvous port derived from a SLURM job id (same range as submitit's).
 MIN_MASTER_PORT, MAX_MASTER_PORT = 20000, 60000
 
@@ -209,20 +211,41 @@ def is_main() -> bool:
     return read_dist_env().rank == 0
 
 
-def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks in place; unchanged when not distributed.
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Reduce ``tensor`` over all ranks in place (``sum`` or ``max``); unchanged when not distributed.
 
     Args:
         tensor: any shape, on the backend's device (CPU for gloo, this rank's GPU for NCCL).
+        op: ``sum`` or ``max``.
 
     Returns:
-        ``tensor`` itself, now holding the sum over ranks.
+        ``tensor`` itself, now holding the reduction over ranks.
     """
+    if op not in REDUCE_OPS:
+        raise ValueError(f"op={op!r} is not a reduction: use one of {REDUCE_OPS}")
     if _initialized():
         import torch.distributed as dist
 
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return tensor
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error naming the key."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible: use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device`` (None: no autocast; AMP is CUDA-only)."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if device.type == "cuda" else None
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

@@ -5,13 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 
-
-def _all_reduce_(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=op)
-    return tensor
+from vice.dist import all_reduce_
 
 
 def _logsumexp(log_q: torch.Tensor, dim: int | None, across_ranks: bool) -> torch.Tensor:
@@ -33,10 +28,10 @@ def _logsumexp(log_q: torch.Tensor, dim: int | None, across_ranks: bool) -> torc
     else:
         peak = log_q.max(dim=dim, keepdim=True).values
     if across_ranks:
-        peak = _all_reduce_(peak.clone(), dist.ReduceOp.MAX)
+        peak = all_reduce_(peak.clone(), "max")
     total = (log_q - peak).exp().sum() if dim is None else (log_q - peak).exp().sum(dim=dim, keepdim=True)
     if across_ranks:
-        total = _all_reduce_(total, dist.ReduceOp.SUM)
+        total = all_reduce_(total, "sum")
     return peak + total.log()
 
 
@@ -63,7 +58,7 @@ def sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Ten
     """
     log_q = (scores.float() / epsilon).t()  # (K, N)
     num_prototypes = log_q.shape[0]
-    num_samples = _all_reduce_(torch.tensor(float(log_q.shape[1]), device=log_q.device), dist.ReduceOp.SUM)
+    num_samples = all_reduce_(torch.tensor(float(log_q.shape[1]), device=log_q.device), "sum")
     log_k, log_n = math.log(num_prototypes), num_samples.log()
     log_q = log_q - _logsumexp(log_q, None, across_ranks=True)
     for _ in range(iterations):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vice.pooling import region_means
 from vice.sinkhorn import sinkhorn
 
 #: Guards the L2 normalization of region means and prototypes against a zero vector.
@@ -176,3 +177,87 @@ def representation_health(codes: torch.Tensor, embeddings: torch.Tensor) -> dict
         "code_entropy": row_entropy.mean() / math.log(num_prototypes),
         "embedding_std": spread,
     }
+
+
+class RegionalSwav(nn.Module):
+    """Embedder + prototypes; ``forward`` is one whole training loss, so DDP sees every parameter.
+
+    Args:
+        embedder: (B*M, 3, S, S) views -> (B*M, D, S, S) L2-normalized embedding maps.
+        prototypes: the K prototypes.
+        temperature: tau.
+        sinkhorn_epsilon: Sinkhorn regularization.
+        sinkhorn_iterations: Sinkhorn rounds.
+    """
+
+    def __init__(
+        self,
+        embedder: nn.Module,
+        prototypes: Prototypes,
+        temperature: float,
+        sinkhorn_epsilon: float,
+        sinkhorn_iterations: int,
+    ) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.prototypes = prototypes
+        self.temperature = temperature
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.sinkhorn_iterations = sinkhorn_iterations
+
+    def forward(
+        self,
+        views: torch.Tensor,
+        regions: torch.Tensor,
+        num_regions: torch.Tensor,
+        num_views: int,
+        queue: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss of one batch.
+
+        Args:
+            views: (B*M, 3, S, S) normalized views, flat index b*M + m.
+            regions: (B*M, S, S) int64 mutual region ids, -1 = ignore.
+            num_regions: (B,) int64 mutual regions per image.
+            num_views: M.
+            queue: (F, D) queued view-0 embeddings or None.
+
+        Returns:
+            See :meth:`loss_from_embeddings`.
+        """
+        embeddings = self.embedder(views)  # (B*M, D, S, S)
+        return self.loss_from_embeddings(embeddings, regions, num_regions, num_views, queue)
+
+    def loss_from_embeddings(
+        self,
+        embeddings: torch.Tensor,
+        regions: torch.Tensor,
+        num_regions: torch.Tensor,
+        num_views: int,
+        queue: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything after the embedder: region means, scores, Sinkhorn codes and the loss.
+
+        Args:
+            embeddings: (B*M, D, S, S) the embedder's output.
+            regions: (B*M, S, S) int64 mutual region ids, -1 = ignore.
+            num_regions: (B,) int64 mutual regions per image.
+            num_views: M.
+            queue: (F, D) queued view-0 embeddings or None.
+
+        Returns:
+            loss (scalar), codes (N + F, K) of view 0 and the queue, and the (N, D) normalized
+            view-0 region means (what the queue stores).
+        """
+        means = region_means(embeddings, regions, num_regions, num_views)  # (M, N, D)
+        loss, codes = swav_region_loss(
+            means,
+            self.prototypes,
+            self.temperature,
+            self.sinkhorn_epsilon,
+            self.sinkhorn_iterations,
+            num_regions,
+            queue,
+        )
+        z0 = F.normalize(means[0].detach().float(), dim=-1, eps=NORMALIZE_EPS)  # (N, D)
+        return loss, codes, z0

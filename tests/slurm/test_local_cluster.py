@@ -104,10 +104,10 @@ def test_array_of_four_jobs_returns_every_result_in_order(tmp_path: Path) -> Non
 def _ddp_rank_sum() -> tuple[int, int, float]:
     import torch
 
-    from vice.dist import all_reduce_sum_, cleanup, init_distributed
+    from vice.dist import all_reduce_, cleanup, init_distributed
 
     env = init_distributed("cpu")
-    total = all_reduce_sum_(torch.tensor([env.rank + 1.0]))
+    total = all_reduce_(torch.tensor([env.rank + 1.0]))
     cleanup()
     return env.rank, env.world_size, float(total.item())
 

@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from vice.config import Config, RegionConfig, ViewConfig
 from vice.data.folder import ImageFolder
+from vice.data.regions import RegionCache, decompose_cached
 from vice.data.sampler import ResumableBatchSampler
 from vice.data.synthetic import synthetic_split
-from vice.regions import RegionCache, decompose_cached
-from vice.views import NoMutualRegionsError, ViewSet, make_views
+from vice.data.views import NoMutualRegionsError, ViewSet, make_views
 
 #: Datasets with labels on disk; training ignores the labels (built by ``vice.data.labelled``).
 LABELLED_TRAIN_DATASETS = ("cocostuff", "cityscapes", "labelled_folder")

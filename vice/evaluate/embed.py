@@ -20,11 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from vice.config import PROTOCOLS
 from vice.data.labelled import CorruptImageError, LabelledDataset
+from vice.data.photometric import IMAGENET_MEAN, IMAGENET_STD
 
-PROTOCOLS = ("picie", "full")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Padded inputs are rounded up to a multiple of this (the backbone's largest stride).
 PAD_MULTIPLE = 32
 #: Upper bound for a sampling key (keys are int64 drawn uniformly below it; ties are negligible).

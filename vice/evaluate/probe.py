@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from vice.data.labelled import IGNORE
+
 #: Exponent of the poly learning-rate decay, lr_t = lr * (1 - t / steps) ** POLY_POWER.
 POLY_POWER = 0.9
-IGNORE = -1
 
 
 def poly_lr(lr: float, step: int, steps: int, power: float = POLY_POWER) -> float:

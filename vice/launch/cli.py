@@ -34,7 +34,7 @@ def _train(config: Config) -> None:
 
 
 def _evaluate(config: Config) -> None:
-    from vice.evaluate.app import run_eval
+    from vice.evaluate.harness import run_eval
 
     if not config.eval.enabled:
         log.warning("eval.enabled=false: nothing to do")

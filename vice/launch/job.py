@@ -211,14 +211,14 @@ def _log_outputs(cfg: Config, logger: RunLogger, run_dir: Path, resumed_from: in
 
 def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> dict[str, float]:
     from vice.dist import cleanup
-    from vice.evaluate.app import EVAL_DIR
+    from vice.evaluate.harness import EVAL_DIR
     from vice.train import train
 
     run_dir = Path(cfg.run_dir)
     eval_dir = run_dir / EVAL_DIR
     evaluate_ = None
     if main_process and cfg.eval.enabled:
-        from vice.evaluate.app import build_evaluator
+        from vice.evaluate.harness import build_evaluator
 
         evaluate_ = build_evaluator(cfg, eval_dir)
     intermediate = evaluate_ if cfg.train.eval_every else None
@@ -255,8 +255,7 @@ def _stop_if_busy(busy: RunDirBusyError | None, run_dir: Path, device_name: str)
         run_dir: the job's run dir, for the other ranks' message.
         device_name: ``train.device``, which picks the process group's backend.
     """
-    from vice.dist import any_rank, cleanup, init_distributed
-    from vice.train import resolve_device
+    from vice.dist import any_rank, cleanup, init_distributed, resolve_device
 
     device = resolve_device(device_name)
     init_distributed(device.type)

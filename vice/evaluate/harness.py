@@ -1,6 +1,7 @@
-"""``vice-eval``: the Hydra app that evaluates a run's latest checkpoint (and the baselines).
+"""The evaluation harness: datasets, checkpoints and settings taken from a :class:`~vice.config.Config`.
 
-Usage: ``vice-eval experiment=demo`` (or any ``run_dir=...``) evaluates the newest checkpoint in
+``vice-eval`` (:mod:`vice.launch.cli`) calls :func:`run_eval`: ``vice-eval experiment=demo`` (or any
+``run_dir=...``) evaluates the newest checkpoint in
 ``run_dir/checkpoints`` on ``eval.dataset`` (default: ``data.name``) and writes ``metrics.json`` and the
 pictures to ``run_dir/eval``. ``eval.checkpoint`` picks another checkpoint (a ``.pt`` file or a run dir),
 or ``random`` for the network of ``model.*`` at random init; a run dir without a checkpoint is an error.
@@ -51,7 +52,7 @@ def eval_decomposer(cfg: Config) -> Decomposer | None:
     """The superpixel decomposition of ``regions.*`` when ``eval.superpixel_pool`` is on, else None."""
     if not cfg.eval.superpixel_pool:
         return None
-    from vice.regions import decompose
+    from vice.data.regions import decompose
 
     return functools.partial(decompose, cfg=cfg.regions)
 
@@ -64,7 +65,7 @@ def evaluate_model(
     out_dir: Path | None,
 ) -> dict[str, float]:
     """Run :func:`vice.evaluate.run.evaluate` with every setting taken from ``cfg``."""
-    from vice.train import resolve_device
+    from vice.dist import resolve_device
 
     return evaluate(
         model,
@@ -191,10 +192,3 @@ def run_eval(cfg: Config) -> dict[str, float]:
     print(format_table(metrics))
     print(f"metrics and pictures in {out_dir}")
     return metrics
-
-
-def main() -> None:
-    """``python -m vice.evaluate``: kept for one release; the entry point is :func:`vice.launch.cli.eval_main`."""
-    from vice.launch.cli import eval_main
-
-    eval_main()

@@ -117,7 +117,7 @@ def test_single_process_helpers_are_no_ops(clean_env: pytest.MonkeyPatch) -> Non
     assert env == DistEnv()
     assert not torch.distributed.is_initialized()
     t = torch.tensor([1.0, 2.0])
-    assert vdist.all_reduce_sum_(t) is t
+    assert vdist.all_reduce_(t) is t
     assert t.tolist() == [1.0, 2.0]
     assert vdist.is_main()
     assert vdist.node_process_group(DistEnv(0, 2, 0, 1)) is None
@@ -145,7 +145,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     )
     os.environ["MASTER_PORT"] = str(port)
     env = vdist.init_distributed("cpu")
-    total = vdist.all_reduce_sum_(torch.tensor([rank + 1.0, 10.0 * (rank + 1)]))
+    total = vdist.all_reduce_(torch.tensor([rank + 1.0, 10.0 * (rank + 1)]))
     node_sum = torch.tensor([rank + 1.0])
     torch.distributed.all_reduce(node_sum, group=vdist.node_process_group(env))
     vdist.barrier()

@@ -17,7 +17,6 @@ from benchmarks.training import (
     PHASES,
     bench_config,
     build_step_parts,
-    loss_from_embeddings,
     summarize_phases,
 )
 from vice.pooling import region_means
@@ -142,7 +141,7 @@ def test_split_step_equals_regional_swav_forward(tmp_path):
     torch.manual_seed(0)
     expected = parts.model(batch.views, batch.regions, batch.num_regions, 3, queue)
     embeddings = parts.model.embedder(batch.views)
-    got = loss_from_embeddings(parts.model, embeddings, batch.regions, batch.num_regions, 3, queue)
+    got = parts.model.loss_from_embeddings(embeddings, batch.regions, batch.num_regions, 3, queue)
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b)
     assert queue.shape == (12, 8)

@@ -106,7 +106,13 @@ SQUARE = [(24, 36)] * 5
 def test_perfect_features_score_one_everywhere():
     train, val = _splits(SQUARE)
     metrics = evaluate(PointwiseColour(), _cfg(), train, val)
-    model = {k: v for k, v in metrics.items() if not k.startswith("eval/baseline_")}
+    model = {k: v for k, v in metrics.items() if not k.startswith(("eval/baseline_", "eval/gain_"))}
+    gains = {k: v for k, v in metrics.items() if k.startswith("eval/gain_")}
+    # Every mIoU has its gain over the random-init network's; nothing beats the perfect features.
+    assert gains.keys() == {f"eval/gain_{k.removeprefix('eval/')}" for k in model if k.endswith("_miou")}
+    for key, gain in gains.items():
+        stem = key.removeprefix("eval/gain_")
+        assert gain == metrics[f"eval/{stem}"] - metrics[f"eval/baseline_random_{stem}"] >= 0
     assert model == {
         "eval/cluster3_hungarian_miou": 1.0,
         "eval/cluster3_hungarian_acc": 1.0,

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from vice.checkpoint import save_checkpoint
 from vice.config import Config, ConfigError, validate
-from vice.evaluate.app import eval_datasets, evaluate_model, format_table, resolve_checkpoint, run_eval
+from vice.evaluate.harness import eval_datasets, evaluate_model, format_table, resolve_checkpoint, run_eval
 from vice.model import build_model
 
 
@@ -119,7 +119,7 @@ def test_eval_checkpoint_accepts_random_and_existing_paths(tmp_path):
 
 
 def test_floors_are_computed_once_and_every_evaluation_reports_the_gain(tmp_path, monkeypatch):
-    import vice.evaluate.app as app
+    import vice.evaluate.harness as app
 
     cfg = _tiny_config(str(tmp_path))
     cfg.eval.baselines, cfg.train.max_steps = True, 4

@@ -9,6 +9,8 @@ import torch
 import torch.multiprocessing as mp
 from conftest import tiny_config
 
+import vice.preemption as preemption_module
+import vice.swav as swav_module
 import vice.train as train_module
 from vice.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from vice.model import build_model
@@ -68,14 +70,14 @@ def test_checkpoint_resume_reproduces_the_uninterrupted_losses(tmp_path, queue_l
 
 
 def test_prototypes_stay_frozen_and_the_queue_stays_out_until_their_steps(tiny, monkeypatch):
-    real, seen = train_module.swav_region_loss, []
+    real, seen = swav_module.swav_region_loss, []
 
     def spy(means, prototypes, *args, **kwargs):
         queue = args[-1] if len(args) == 5 else kwargs.get("queue")
         seen.append((None if queue is None else queue.shape[0], prototypes.weight.detach().clone()))
         return real(means, prototypes, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "swav_region_loss", spy)
+    monkeypatch.setattr(swav_module, "swav_region_loss", spy)
     tiny.swav.queue_length, tiny.swav.queue_start_step, tiny.swav.freeze_prototypes_steps = 64, 2, 3
     tiny.optim.lars_trust, tiny.optim.base_lr = 0.0, 0.5  # plain SGD: an unfrozen step moves them visibly
     train(tiny)
@@ -93,7 +95,7 @@ def test_finished_run_is_not_retrained(tiny):
     again = train(tiny)
     assert again.resumed_from == first.steps == 6
     assert again.losses == []
-    from vice.app import train_summary
+    from vice.launch.cli import train_summary
 
     assert train_summary(again).startswith("already finished at step 6: nothing to train")
     assert train_summary(first).startswith(f"trained steps 1..6; loss {first.losses[0]:.3f} -> ")
@@ -111,7 +113,7 @@ def test_non_finite_weights_are_never_checkpointed(tiny):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny, monkeypatch):
-    real = train_module.swav_region_loss
+    real = swav_module.swav_region_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -119,7 +121,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tiny, m
         calls["n"] += 1
         return (loss * float("nan"), codes) if calls["n"] == 5 else (loss, codes)
 
-    monkeypatch.setattr(train_module, "swav_region_loss", poisoned)
+    monkeypatch.setattr(swav_module, "swav_region_loss", poisoned)
     with pytest.raises(FloatingPointError, match=r"loss is nan at step 4.*step_00000003\.pt"):
         train(tiny)
     assert load_checkpoint(list_checkpoints(tiny.run_dir)[-1])["step"] == 3
@@ -186,8 +188,8 @@ def test_two_process_gloo_ddp_keeps_ranks_in_sync(tmp_path):
 def _rank1_trouble_worker(rank: int, port: int, run_dir: str, out: str, trouble: str) -> None:
     """Rank 1 alone gets a NaN loss (``nan``) or SIGUSR2 (``signal``) during its second step."""
     _as_rank_of_two(rank, port)
-    train_module.SIGNAL_WAIT_S = 0.2
-    real, calls = train_module.swav_region_loss, {"n": 0}
+    preemption_module.SIGNAL_WAIT_S = 0.2
+    real, calls = swav_module.swav_region_loss, {"n": 0}
 
     def troubled(*args, **kwargs):
         loss, codes = real(*args, **kwargs)
@@ -198,7 +200,7 @@ def _rank1_trouble_worker(rank: int, port: int, run_dir: str, out: str, trouble:
             os.kill(os.getpid(), signal.SIGUSR2)
         return loss, codes
 
-    train_module.swav_region_loss = troubled
+    swav_module.swav_region_loss = troubled
     try:
         train(tiny_config(run_dir, max_steps=6, checkpoint_every=1))
         outcome = "finished"

@@ -3,26 +3,17 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from vice.config import ViewConfig
-from vice.regions import grid_regions
-from vice.views import (
-    BLUR_KERNEL_SIZE,
+from vice.data.photometric import IMAGENET_MEAN, IMAGENET_STD
+from vice.data.regions import grid_regions
+from vice.data.views import (
     CENTRE_FLOOR,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NoMutualRegionsError,
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
     cap_coverage,
     centre_probability,
     crop_regions,
-    gaussian_blur,
     make_views,
-    photometric,
     region_presence,
     relabel_mutual,
     sample_boxes,
@@ -280,7 +271,7 @@ def test_the_last_attempt_is_unmasked_so_one_image_cannot_end_the_run(caplog):
 
 
 def test_no_mutual_region_even_unmasked_raises_a_clear_error(monkeypatch):
-    import vice.views as views_module
+    import vice.data.views as views_module
 
     real = views_module.sample_mask
 
@@ -306,33 +297,3 @@ def test_same_seed_same_views_different_seed_different_views():
     np.testing.assert_array_equal(a.boxes, b.boxes)
     assert not torch.equal(a.views, c.views)
     assert a.views.dtype == torch.float32 and a.regions.dtype == torch.int64
-
-
-def test_photometric_ops_match_torchvision_per_view():
-    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    factors = torch.tensor([0.2, 0.9, 1.4, 1.8])
-    shifts = torch.tensor([-0.5, -0.13, 0.07, 0.4])
-    sigmas = torch.tensor([0.1, 0.7, 1.3, 2.0])
-    pairs = [
-        (adjust_brightness, TF.adjust_brightness, factors),
-        (adjust_contrast, TF.adjust_contrast, factors),
-        (adjust_saturation, TF.adjust_saturation, factors),
-        (adjust_hue, TF.adjust_hue, shifts),
-    ]
-    for ours, theirs, values in pairs:
-        expected = torch.stack([theirs(x[i], float(values[i])) for i in range(4)])
-        torch.testing.assert_close(ours(x, values), expected, atol=1e-5, rtol=0)
-    expected = torch.stack(
-        [TF.gaussian_blur(x[i], [BLUR_KERNEL_SIZE] * 2, [float(sigmas[i])]) for i in range(4)]
-    )
-    torch.testing.assert_close(gaussian_blur(x, sigmas), expected, atol=1e-5, rtol=0)
-
-
-def test_photometric_stays_in_range_and_changes_views():
-    x = torch.rand(6, 3, 24, 24, generator=torch.Generator().manual_seed(1))
-    out = photometric(x, 1.0, 0.2, 0.5, np.random.default_rng(0))
-    assert out.min() >= 0 and out.max() <= 1
-    assert (out - x).abs().amax(dim=(1, 2, 3)).min() > 0.01
-    torch.testing.assert_close(out, photometric(x, 1.0, 0.2, 0.5, np.random.default_rng(0)))
-    # with every probability at 0 and strength 0 the views are unchanged
-    torch.testing.assert_close(photometric(x, 0.0, 0.0, 0.0, np.random.default_rng(0)), x)

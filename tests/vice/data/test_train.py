@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from vice.config import Config, DataConfig, RegionConfig, ViewConfig
 from vice.data.folder import ImageFolder
+from vice.data.regions import RegionCache
 from vice.data.synthetic import SyntheticScenes
 from vice.data.train import (
     ViewBatch,
@@ -16,8 +17,7 @@ from vice.data.train import (
     build_train_loader,
     collate_views,
 )
-from vice.regions import RegionCache
-from vice.views import NoMutualRegionsError, ViewSet
+from vice.data.views import NoMutualRegionsError, ViewSet
 
 REGIONS = RegionConfig(method="slic", region_size=8)
 VIEWS = ViewConfig(num_views=3, view_size=24)
@@ -102,7 +102,7 @@ def test_cached_regions_give_the_same_views(tmp_path):
 def test_no_mutual_region_error_names_the_image(monkeypatch):
     import dataclasses
 
-    import vice.views as views_module
+    import vice.data.views as views_module
 
     real = views_module.sample_mask
 

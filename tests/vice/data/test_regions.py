@@ -3,9 +3,9 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
-from vice import regions
 from vice.config import RegionConfig
-from vice.regions import (
+from vice.data import regions
+from vice.data.regions import (
     RegionCache,
     decompose,
     decompose_cached,

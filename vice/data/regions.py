@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 
 from vice.config import MIN_SLIC_REGION_SIZE, RegionConfig
+from vice.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -194,17 +194,10 @@ class RegionCache:
 
     def store(self, key: str, regions: np.ndarray) -> None:
         """Atomically write ``regions`` (H, W) under ``key`` (uint16 when the ids fit)."""
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         compact = regions.astype(np.uint16) if regions.max(initial=0) <= np.iinfo(np.uint16).max else regions
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as tmp:
-                np.savez_compressed(tmp, regions=compact)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        atomic_write(
+            self.path(key), lambda handle: np.savez_compressed(handle, regions=compact), durable=False
+        )
 
 
 def decompose_cached(image: np.ndarray, cfg: RegionConfig, cache: RegionCache | None) -> np.ndarray:
