@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import figures
+from analysis.ablation import build_ablation
 from analysis.cells import durations, metric, summarize
 from analysis.layout import (
     Cell,
@@ -609,8 +610,22 @@ def resolve_experiment(name: str) -> str:
     return matches[0]
 
 
+def is_paper_experiment(name: str) -> bool:
+    """Whether ``name`` is (or contains the name of) one of the paper's tables or figures."""
+    try:
+        resolve_experiment(name)
+    except KeyError:
+        return False
+    return True
+
+
 def build_experiment(runs: pd.DataFrame, experiment: str, tracking_uri: str | None = None) -> Table:
-    """The table of one experiment; for a figure experiment, the table of the plotted data."""
+    """The table of one experiment; for a figure experiment, the table of the plotted data.
+
+    An experiment of our own (not the paper's) gets the generic table of :mod:`analysis.ablation`.
+    """
+    if not is_paper_experiment(experiment):
+        return build_ablation(runs, experiment)
     canonical = resolve_experiment(experiment)
     if canonical in TABLES:
         return TABLES[canonical](runs, experiment)
@@ -670,9 +685,11 @@ def write_experiment(
     Table experiments get a bar chart of their cells; figure experiments get the paper's figure.
     """
     runs = load_runs(tracking_uri, [experiment], sweep_id=sweep_id, git_commit=git_commit)
-    canonical = resolve_experiment(experiment)
+    canonical = resolve_experiment(experiment) if is_paper_experiment(experiment) else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    if canonical in TABLES:
+    if canonical is None:
+        table = build_ablation(runs, experiment)
+    elif canonical in TABLES:
         table = TABLES[canonical](runs, experiment)
     else:
         data = figures.figure_data(runs, canonical, tracking_uri, experiment)
@@ -688,7 +705,7 @@ def write_experiment(
         path.write_text(text, encoding="utf-8")
         files.append(path)
     stem = out_dir / experiment
-    if canonical in TABLES:
+    if canonical is None or canonical in TABLES:
         plotted = figures.plot_table(table, stem)
     else:
         plotted = figures.plot_figure(data, canonical, stem)

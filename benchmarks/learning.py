@@ -25,10 +25,10 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 
 from benchmarks.devset import MATERIALS, DevsetSpec, generate
-from vice.app import SWEEPS_DIR
 from vice.config import Config, register_schema, to_config, validate
 from vice.evaluate.harness import eval_datasets, evaluate_model
 from vice.evaluate.run import MODEL_PREFIX, RANDOM_PREFIX, RGB_PREFIX
+from vice.launch.app import SWEEPS_DIR
 from vice.train import train
 
 log = logging.getLogger("benchmarks.learning")

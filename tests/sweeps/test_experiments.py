@@ -296,7 +296,14 @@ def test_slurm_settings_are_overridable_from_the_environment_and_the_command_lin
 
 
 def test_every_experiment_file_is_composed_here_or_in_test_config() -> None:
-    """A new experiment file must join the lists above (demo is checked in tests/test_config.py)."""
+    """A new experiment file must join the lists above (demo, photos and learning_photos are checked in
+    tests/vice/test_config.py)."""
     from vice.launch.app import list_experiments
 
-    assert set(list_experiments()) == {*PAPER_EXPERIMENTS, *SMOKE_JOB_COUNTS, "demo"}
+    assert set(list_experiments()) == {
+        *PAPER_EXPERIMENTS,
+        *SMOKE_JOB_COUNTS,
+        "demo",
+        "photos",
+        "learning_photos",
+    }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vice.app import SWEEPS_DIR
 from vice.config import ConfigError, register_schema, to_config, validate
+from vice.launch.app import SWEEPS_DIR
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,57 @@ def test_the_demo_experiment_is_valid() -> None:
     register_schema()
     with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="t"):
         validate(to_config(compose("config", overrides=["experiment=demo"])))
+
+
+def compose_experiment(*overrides: str):
+    register_schema()
+    with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name="t"):
+        return to_config(compose("config", overrides=list(overrides)))
+
+
+def test_the_photos_recipe_is_the_one_the_learning_benchmark_measures() -> None:
+    cfg = compose_experiment("experiment=photos")
+    validate(cfg)
+    assert (cfg.model.num_stages, cfg.swav.sinkhorn_epsilon, cfg.optim.base_lr) == (3, 0.03, 3.0)
+    assert (cfg.swav.queue_length, cfg.views.color_strength, cfg.regions.connectivity) == (0, 0.5, True)
+    assert cfg.data.root.endswith("textures/images/train") and cfg.eval.dataset == "labelled_folder"
+
+
+@pytest.mark.parametrize(
+    ("cell", "changed"),
+    [
+        ("recipe", {}),
+        ("raw_slic_labels", {"regions.connectivity": False}),
+        ("four_stages", {"model.num_stages": 4}),
+        ("epsilon_005", {"swav.sinkhorn_epsilon": 0.05}),
+        ("lr_1", {"optim.base_lr": 1.0}),
+        ("full_jitter", {"views.color_strength": 1.0}),
+        ("queue_384", {"swav.queue_length": 384, "swav.queue_start_step": 50}),
+    ],
+)
+def test_each_learning_photos_cell_undoes_exactly_one_fix(cell: str, changed: dict) -> None:
+    recipe = compose_experiment("experiment=photos")
+    ablated = compose_experiment("experiment=learning_photos", f"cell/learning_photos={cell}")
+    validate(ablated)
+    keys = [
+        "regions.connectivity",
+        "model.num_stages",
+        "swav.sinkhorn_epsilon",
+        "optim.base_lr",
+        "views.color_strength",
+        "swav.queue_length",
+        "swav.queue_start_step",
+    ]
+
+    def value(cfg, key):
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+
+    assert {k: value(ablated, k) for k in keys if value(ablated, k) != value(recipe, k)} == changed
+    assert ablated.experiment == "learning_photos" and ablated.train.threads == 1
+
+
+def test_a_bad_num_stages_names_the_key() -> None:
+    cfg = compose_experiment("experiment=photos", "model.num_stages=5")
+    with pytest.raises(ConfigError, match=r"model.num_stages=5 is invalid: 4 \(c2..c5, the paper\) or 3"):
+        validate(cfg)
