@@ -13,13 +13,12 @@ import re
 import pandas as pd
 
 from analysis.cells import SEMANTIC_KEYS, axis_values, is_smoke, metric, summarize
-from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table, Value
+from analysis.render import FLOORS, SMOKE_FOOTNOTE, Section, Stat, Table, Value
 from analysis.runs import select_latest_finished
 
 _CLUSTER = re.compile(r"^metrics\.eval/cluster(\d+)_(hungarian|majority)_miou$")
 #: Label of the row that differs from no axis's most common value.
 COMMON = "the common setting"
-FLOORS = (("↳ random init", "baseline_random_"), ("↳ raw colours", "baseline_rgb_"))
 
 
 def swept_axes(runs: pd.DataFrame) -> list[str]:

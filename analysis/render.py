@@ -22,6 +22,9 @@ from collections.abc import Sequence
 
 from analysis.cells import Summary
 
+#: The floors that ``eval.baselines`` logs beside every model metric: (row label, metric prefix after
+#: ``eval/``, as in :mod:`vice.evaluate.run`).
+FLOORS = (("↳ random init", "baseline_random_"), ("↳ raw colours", "baseline_rgb_"))
 MISSING = "—"
 SMOKE_MARK = "†"
 NO_PAPER = "n/a"

@@ -38,7 +38,7 @@ from analysis.layout import (
     shows_paper,
 )
 from analysis.paper import paper_rows, paper_table, parse_duration
-from analysis.render import SMOKE_FOOTNOTE, Section, Stat, Table, Value, best_marks, render
+from analysis.render import FLOORS, SMOKE_FOOTNOTE, Section, Stat, Table, Value, best_marks, render
 from analysis.runs import load_runs
 from vice.evaluate.run import LINEAR
 from vice.launch.tracking.params import override_value
@@ -46,9 +46,6 @@ from vice.launch.tracking.params import override_value
 _FAMILY = re.compile(r"^metrics\.eval/(cluster(\d+)_(hungarian|majority)|linear)_miou$")
 MARKERS = {"hungarian": "◇", "majority": "⋆"}
 FLOOR = "floor"
-#: The floors that ``eval.baselines`` logs beside every model metric: (row label, metric prefix after
-#: ``eval/``, as in :mod:`vice.evaluate.run`).
-FLOORS = (("↳ random init", "baseline_random_"), ("↳ raw colours", "baseline_rgb_"))
 FLOOR_NOTE = (
     "↳ random init, ↳ raw colours: floors from the same runs and evaluation as the result above"
     " (eval.baselines=true): the same network at random initialization, and k-means or a linear probe on"
