@@ -12,15 +12,16 @@ import pytest
 from vice.config import ConfigError
 from vice.launch.app import USAGE_ERROR, check_experiment_overrides, list_experiments
 
+#: The console scripts as installed beside this interpreter, and the job's module.
 ENTRY_POINTS = {
-    "vice-train": "vice.train",
-    "vice-eval": "vice.evaluate",
-    "python -m vice.launch.job": "vice.launch.job",
+    "vice-train": [str(Path(sys.executable).with_name("vice-train"))],
+    "vice-eval": [str(Path(sys.executable).with_name("vice-eval"))],
+    "python -m vice.launch.job": [sys.executable, "-m", "vice.launch.job"],
 }
 
 
-def run_entry_point(module: str, *overrides: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *overrides], capture_output=True, text=True)
+def run_entry_point(command: list[str], *overrides: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*command, *overrides], capture_output=True, text=True)
 
 
 def test_an_unknown_experiment_is_refused_naming_every_valid_one() -> None:
@@ -84,6 +85,8 @@ def test_a_config_error_exits_2_with_one_line_and_leaves_no_run_dir(
 def test_a_config_error_keeps_a_run_dir_that_holds_more_than_hydras_files(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    done = run_entry_point("vice.train", "experiment=demo", f"run_dir={run_dir}", "views.num_views=1")
+    done = run_entry_point(
+        ENTRY_POINTS["vice-train"], "experiment=demo", f"run_dir={run_dir}", "views.num_views=1"
+    )
     assert done.returncode == USAGE_ERROR
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "app.log", "checkpoints"]
