@@ -292,8 +292,8 @@ def measure_training(
     return {
         **asdict(shape),
         "num_workers": plan.num_workers,
-        "amp": str(parts.amp_dtype).removeprefix("torch.") if parts.amp_dtype else "none",
-        "channels_last": parts.channels_last,
+        "amp": str(parts.training.amp_dtype).removeprefix("torch.") if parts.training.amp_dtype else "none",
+        "channels_last": parts.training.channels_last,
         "queue_length": plan.queue_length,
         "warmup_steps": plan.warmup,
         "steps_timed": plan.steps,

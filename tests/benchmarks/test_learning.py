@@ -45,9 +45,11 @@ def learns(metrics: dict[str, float], floors: dict[str, float]) -> bool:
 class Collapsed(nn.Module):
     """Every pixel embedded as the same unit vector: a collapsed network."""
 
+    direction: torch.Tensor
+
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
-        self.direction = nn.Parameter(nn.functional.normalize(torch.ones(embed_dim), dim=0))
+        self.register_buffer("direction", nn.functional.normalize(torch.ones(embed_dim), dim=0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.direction.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[-2:])

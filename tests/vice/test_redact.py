@@ -230,7 +230,8 @@ def test_a_password_in_the_tracking_uri_is_written_and_printed_nowhere(
     assert vice_sweep(sweep) == 0
     assert os.environ[USERNAME_ENV] == "vuser" and os.environ[PASSWORD_ENV] == SECRET  # what the jobs inherit
     (run_dir,) = (out / "table3_decomposition_smoke" / "runs").iterdir()
-    evaluation = [sys.executable, "-m", "vice.evaluate", "experiment=table3_decomposition_smoke", *one_job]
+    vice_eval = str(Path(sys.executable).with_name("vice-eval"))
+    evaluation = [vice_eval, "experiment=table3_decomposition_smoke", *one_job]
     done = subprocess.run([*evaluation, f"run_dir={run_dir}", uri], capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
     study = [
