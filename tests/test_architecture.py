@@ -15,7 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("vice", "analysis", "benchmarks")
 #: Old module paths kept as re-exports for one release: they belong to the orchestration.
-SHIMS = frozenset({"vice.app", "vice.job", "vice.sweep", "vice.tune", "vice.tracking"})
 #: The tracking's read side: what analysis may import of the orchestration (docs/architecture.md).
 READ_SIDE = frozenset(
     {
@@ -99,7 +98,7 @@ EDGES = {name: sorted(set(imports(name))) for name in MODULES}
 
 
 def floor(name: str) -> str:
-    if name.startswith("vice.launch") or name in SHIMS:
+    if name.startswith("vice.launch"):
         return "orchestration"
     if name.startswith("vice"):
         return "library"
@@ -200,4 +199,4 @@ def test_a_module_stays_short_or_says_why(name: str) -> None:
 
 def test_the_allowlists_name_real_modules() -> None:
     assert set(LONG_MODULES) <= set(MODULES)
-    assert READ_SIDE | SHIMS <= set(MODULES)
+    assert READ_SIDE <= set(MODULES)

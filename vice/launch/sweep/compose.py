@@ -36,7 +36,7 @@ class Job:
         index: position in the sweep (Hydra's job number).
         overrides: the job's task overrides (the experiment's sweep axes and the user's overrides).
         config: the composed, validated config.
-        run_key: :func:`vice.job.compute_run_key` of ``config``.
+        run_key: :func:`vice.launch.tracking.identity.compute_run_key` of ``config``.
         run_dir: the job's deterministic dir.
     """
 
