@@ -204,7 +204,9 @@ def load_study(name: str) -> tuple[str, StudyConfig]:
         merged = OmegaConf.merge(OmegaConf.structured(StudyConfig), OmegaConf.load(path))
         cfg = OmegaConf.to_object(merged)
     except Exception as error:  # OmegaConf names the key
-        raise StudyError(f"{path}: {error_message(error)} (keys and types: vice.launch.tune.study.StudyConfig)") from error
+        raise StudyError(
+            f"{path}: {error_message(error)} (keys and types: vice.launch.tune.study.StudyConfig)"
+        ) from error
     assert isinstance(cfg, StudyConfig)
     check_study(cfg, str(path))
     return path.stem, cfg
