@@ -286,9 +286,9 @@ def train(cfg: Config, logger: RunLogger | None = None, evaluator: Evaluator | N
                 speed = views_seen * parts.env.world_size / max(time.perf_counter() - tick, 1e-9)
                 metrics = step_metrics(value, lr, codes, z0, batch, speed)
                 bar.set_postfix_str(health_line(metrics))
-                if main_process:
+                if main_process:  # one line and one collapse warning per job, not per rank
                     bar.write(f"step {step:6d}  loss {value:.4f}  {health_line(metrics)}")
-                warned = warn_collapse(metrics, step, warned)
+                    warned = warn_collapse(metrics, step, warned)
                 logger.log_metrics(metrics, step=step)
                 tick, views_seen = time.perf_counter(), 0
             stopping = any_rank(stop.signum is not None, parts.device)  # all ranks stop at the same step
