@@ -9,3 +9,7 @@ RUN_ID_FILE = "mlflow_run_id"
 #: Metric (logged once, at step 0) holding the number of training images: with ``data.batch_size`` and
 #: ``train/world_size`` it turns training steps into epochs (Fig. 6).
 NUM_IMAGES_METRIC = "train/num_images"
+#: The experiment tag MLflow 3's UI reads to choose an experiment's landing page, and vice's value: model
+#: training, so the UI opens on the runs instead of the GenAI "Traces" page (``genai_development``).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"

@@ -22,7 +22,7 @@ from vice.launch.tracking.client import (
     sqlite_path,
     with_retry,
 )
-from vice.launch.tracking.names import RUN_ID_FILE
+from vice.launch.tracking.names import EXPERIMENT_KIND_TAG, RUN_ID_FILE, TRAINING_EXPERIMENT_KIND
 from vice.launch.tracking.params import param_text, tag_text
 from vice.redact import redact_uri
 from vice.run_logger import check_status
@@ -33,16 +33,29 @@ MAX_METRICS_PER_BATCH = 1000
 
 
 def get_or_create_experiment(client: Any, tracking_uri: str, experiment: str) -> str:
-    """The id of the MLflow experiment ``experiment``, created (artifacts beside an SQLite store) if absent."""
+    """The id of the MLflow experiment ``experiment``, created (artifacts beside an SQLite store) if absent.
+
+    The experiment is tagged a training experiment (:data:`EXPERIMENT_KIND_TAG`), so the MLflow UI opens it
+    on its runs; an existing experiment without the tag gets it, one whose kind was set keeps it.
+    """
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(experiment)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            with_retry(
+                lambda: client.set_experiment_tag(
+                    found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND
+                )
+            )
         return str(found.experiment_id)
     db = sqlite_path(tracking_uri)
     location = (db.parent / ARTIFACTS_DIR_NAME).as_uri() if db is not None else None
+    tags = {EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND}
     try:
-        return str(with_retry(lambda: client.create_experiment(experiment, artifact_location=location)))
+        return str(
+            with_retry(lambda: client.create_experiment(experiment, artifact_location=location, tags=tags))
+        )
     except MlflowException as exc:
         found = client.get_experiment_by_name(experiment)  # another process created it first
         if found is None:

@@ -217,6 +217,22 @@ def test_prepare_tracking_is_idempotent(store: tuple[str, str, str]) -> None:
     assert prepare_tracking(uri, f"{experiment}-other") != experiment_id
 
 
+def test_experiments_are_tagged_training_so_the_ui_opens_on_runs(store: tuple[str, str, str]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri, experiment, experiment_id = store
+    client = MlflowClient(uri)
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    untagged = client.create_experiment(f"{experiment}-untagged")  # made before vice tagged experiments
+    kept = client.create_experiment(
+        f"{experiment}-genai", tags={"mlflow.experimentKind": "genai_development"}
+    )
+    assert prepare_tracking(uri, f"{experiment}-untagged") == untagged
+    assert prepare_tracking(uri, f"{experiment}-genai") == kept
+    assert client.get_experiment(untagged).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(kept).tags["mlflow.experimentKind"] == "genai_development"
+
+
 def _writer(uri: str, experiment: str, parent: str, run_dir: str, index: int, start: Any) -> None:
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     from mlflow.tracking import MlflowClient
