@@ -308,15 +308,16 @@ def run_job(cfg: Config) -> dict[str, float]:
 
     validate(cfg)
     cfg = _credentials_to_environment(cfg)
-    run_key = compute_run_key(cfg)
+    dist_env = read_dist_env()
+    run_key = compute_run_key(cfg, dist_env.world_size)
     run_dir = Path(cfg.run_dir)
     if cfg.tracking.sweep_id is not None and run_dir.name != run_key:
         raise RuntimeError(
-            f"run_dir={run_dir} was planned for run key {run_dir.name}, but this job's config has run key "
-            f"{run_key}: the config composed differently in the job than in vice-sweep (an environment "
-            "variable or a config file changed in between?); re-run vice-sweep"
+            f"run_dir={run_dir} was planned for run key {run_dir.name}, but this job (world size "
+            f"{dist_env.world_size}) has run key {run_key}: the config composed differently in the job than in "
+            "vice-sweep (an environment variable or a config file changed in between?); re-run vice-sweep"
         )
-    main_process = read_dist_env().rank == 0
+    main_process = dist_env.rank == 0
     lock: IO[str] | None = None
     busy: RunDirBusyError | None = None
     if main_process:

@@ -49,7 +49,7 @@ from vice.launch.overrides import (
     split_overrides,
 )
 from vice.launch.sweep.checks import check_datasets_match, check_inputs, experiment_datasets
-from vice.launch.sweep.compose import Composer, Job, compose_jobs, experiment_name
+from vice.launch.sweep.compose import Composer, Job, compose_jobs, experiment_name, launcher_world_size
 from vice.launch.sweep.cost import launcher_gpus, time_limit_min
 from vice.launch.sweep.errors import SweepError, listing
 from vice.launch.sweep.launch import (
@@ -175,8 +175,11 @@ def prepare(args: argparse.Namespace) -> Sweep:
             raise SweepError(f"the experiment or a hydra override does not compose: {error}") from error
         params = master.hydra.sweeper.params or {}
         composer = Composer()
-        jobs = compose_jobs(composer, experiment, params, task_overrides, output_dir)
-        designed = compose_jobs(composer, experiment, params, [], output_dir) if task_overrides else jobs
+        world_size = launcher_world_size(master.hydra.launcher)
+        jobs = compose_jobs(composer, experiment, params, task_overrides, output_dir, world_size)
+        designed = (
+            compose_jobs(composer, experiment, params, [], output_dir, world_size) if task_overrides else jobs
+        )
     check_datasets_match(jobs, experiment, *experiment_datasets(designed))
     try:
         uris = {resolve_tracking_uri(j.config.tracking.tracking_uri, output_dir) for j in jobs}

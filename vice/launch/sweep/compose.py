@@ -127,10 +127,28 @@ def error_message(error: BaseException) -> str:
     return "; ".join(lines)
 
 
+def launcher_world_size(launcher: Mapping[str, Any]) -> int:
+    """Ranks one job of a launcher preset runs (nodes x tasks per node): part of its run key."""
+    return int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
+
+
 def compose_jobs(
-    composer: Composer, experiment: str, params: Mapping[str, Any], overrides: Sequence[str], output_dir: Path
+    composer: Composer,
+    experiment: str,
+    params: Mapping[str, Any],
+    overrides: Sequence[str],
+    output_dir: Path,
+    world_size: int = 1,
 ) -> list[Job]:
     """Compose and validate every job of an experiment's sweep; give each its run key and run dir.
+
+    Args:
+        composer: composes one job's config.
+        experiment: the experiment (its file of ``sweeps/experiment/``).
+        params: the sweep's axes (``hydra.sweeper.params``).
+        overrides: the command line's task overrides.
+        output_dir: holds the run dirs.
+        world_size: ranks per job (:func:`launcher_world_size`), part of the run key.
 
     Raises:
         SweepError: listing every job that does not compose or validate, or jobs that share a run key.
@@ -145,7 +163,7 @@ def compose_jobs(
         except Exception as error:  # Hydra, OmegaConf and ConfigError all name the key
             problems.setdefault(error_message(error), []).append(job_overrides)
             continue
-        key = compute_run_key(cfg)
+        key = compute_run_key(cfg, world_size)
         jobs.append(Job(index, tuple(job_overrides), cfg, key, job_dir(output_dir, experiment, key)))
     if problems:
         listed = [

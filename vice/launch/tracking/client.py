@@ -5,6 +5,7 @@ Both sides of the tracking (and :mod:`analysis`) build their client with :func:`
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -33,6 +34,8 @@ USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWO
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "fuse.sshfs"})
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def mlflow_client(tracking_uri: str) -> Any:
@@ -154,12 +157,24 @@ def check_local_sqlite(tracking_uri: str) -> None:
 
 
 def with_retry(write: Callable[[], T]) -> T:
-    """Run an MLflow write, retrying with jittered backoff while SQLite says the database is locked."""
+    """Run an MLflow call, retrying with jittered backoff while SQLite says the database is locked.
+
+    At most :data:`LOCK_RETRIES` tries, waiting about :data:`LOCK_BACKOFF_S` x 2^attempt between them;
+    each retry is logged as a warning. Any other error, and the last try's, is raised.
+    """
     for attempt in range(LOCK_RETRIES - 1):
         try:
             return write()
         except Exception as exc:
             if LOCK_MESSAGE not in str(exc):
                 raise
-            time.sleep(LOCK_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5))
+            wait_s = LOCK_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5)
+            log.warning(
+                "MLflow store: %s (try %d of %d); retrying in %.1f s",
+                LOCK_MESSAGE,
+                attempt + 1,
+                LOCK_RETRIES,
+                wait_s,
+            )
+            time.sleep(wait_s)
     return write()

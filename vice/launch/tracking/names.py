@@ -13,3 +13,14 @@ NUM_IMAGES_METRIC = "train/num_images"
 #: training, so the UI opens on the runs instead of the GenAI "Traces" page (``genai_development``).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_EXPERIMENT_KIND = "custom_model_development"
+#: File in the job dir holding the token of the run being created (:func:`open_run` writes it first, so a
+#: job killed between creating its run and writing :data:`RUN_ID_FILE` finds the run by its token).
+RUN_TOKEN_FILE = "mlflow_run_token"
+#: Tag holding that token on the run.
+RUN_TOKEN_TAG = "run_token"
+#: Tag listing every sweep a job run belonged to, oldest first, comma-separated: a job resumed by a later
+#: sweep moves under that sweep's parent run (``mlflow.parentRunId``, ``sweep_id``) but stays in this list.
+SWEEP_IDS_TAG = "sweep_ids"
+#: Metric holding a job run's active seconds: the sum of its attempts' time from opening to closing the
+#: run (a resumed run does not count the time it was dead). Logged at step 0 on every close.
+ACTIVE_TIME_METRIC = "job/active_s"

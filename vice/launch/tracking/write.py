@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ from vice.launch.tracking.client import (
     sqlite_path,
     with_retry,
 )
-from vice.launch.tracking.names import EXPERIMENT_KIND_TAG, RUN_ID_FILE, TRAINING_EXPERIMENT_KIND
+from vice.launch.tracking.identity import join_sweep_ids, sweep_ids_of
+from vice.launch.tracking.names import (
+    ACTIVE_TIME_METRIC,
+    EXPERIMENT_KIND_TAG,
+    RUN_ID_FILE,
+    RUN_TOKEN_FILE,
+    RUN_TOKEN_TAG,
+    SWEEP_IDS_TAG,
+    TRAINING_EXPERIMENT_KIND,
+)
 from vice.launch.tracking.params import param_text, tag_text
 from vice.redact import redact_uri
 from vice.run_logger import check_status
@@ -158,9 +168,22 @@ class MLflowLogger:
     existing run.
     """
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    #: Where an attempt's active time is read from (seconds; only differences count).
+    clock = staticmethod(time.monotonic)
+
+    def __init__(self, client: Any, run_id: str, active_before_s: float | None = None) -> None:
+        """Bind to ``run_id``; with ``active_before_s`` (a job's run) this attempt's time is counted.
+
+        Args:
+            client: from :func:`vice.launch.tracking.client.mlflow_client`.
+            run_id: the run.
+            active_before_s: the run's active seconds before this attempt; :meth:`close` logs them plus
+                this attempt's as :data:`ACTIVE_TIME_METRIC`. None logs no active time.
+        """
         self.client = client
         self.run_id = run_id
+        self.active_before_s = active_before_s
+        self.opened_s = self.clock()
 
     def _log_batch(self, **entities: list[Any]) -> None:
         with_retry(lambda: self.client.log_batch(self.run_id, **entities, synchronous=True))
@@ -197,14 +220,52 @@ class MLflowLogger:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def close(self, status: str = "FINISHED") -> None:
-        """End the run with ``status`` ("FINISHED" | "FAILED" | "KILLED")."""
+        """End the run with ``status`` ("FINISHED" | "FAILED" | "KILLED"), first adding this attempt's time."""
         check_status(status)
+        if self.active_before_s is not None:
+            active_s = self.active_before_s + self.clock() - self.opened_s
+            self.log_metrics({ACTIVE_TIME_METRIC: active_s}, step=0)
+            self.active_before_s = None  # a second close adds nothing
         with_retry(lambda: self.client.set_terminated(self.run_id, status=status))
 
 
 def run_logger(tracking_uri: str, run_id: str) -> MLflowLogger:
     """A logger bound to an existing run (a study's parent run, to log its results)."""
     return MLflowLogger(mlflow_client(tracking_uri), run_id)
+
+
+def _find_by_token(client: Any, experiment_id: str, token: str) -> str | None:
+    """The run an earlier, killed :func:`open_run` created with ``token``; None when it created none."""
+    found = with_retry(
+        lambda: client.search_runs([experiment_id], filter_string=f"tags.{RUN_TOKEN_TAG} = '{token}'")
+    )
+    return str(found[0].info.run_id) if found else None
+
+
+def _create_run(
+    client: Any, experiment_id: str, run_dir: Path, run_name: str | None, tags: Mapping[str, str]
+) -> str:
+    """Create the job's run so that a kill at any point leaves no stray run.
+
+    The run's token is written to ``<run_dir>/mlflow_run_token`` before the run is created and tagged
+    with it; the id file is written after. A job killed in between finds its run by the token.
+
+    Returns:
+        The run id, also written to ``<run_dir>/mlflow_run_id``.
+    """
+    token_file = run_dir / RUN_TOKEN_FILE
+    token = token_file.read_text().strip() if token_file.exists() else ""
+    run_id = _find_by_token(client, experiment_id, token) if token else None
+    if run_id is None:
+        if not token:
+            token = uuid.uuid4().hex
+            atomic_write_text(token_file, token, durable=True)
+        create_tags = {k: tag_text(v) for k, v in {**tags, RUN_TOKEN_TAG: token}.items()}
+        run = with_retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=create_tags))
+        run_id = str(run.info.run_id)
+    atomic_write_text(run_dir / RUN_ID_FILE, run_id, durable=True)
+    token_file.unlink(missing_ok=True)
+    return run_id
 
 
 def open_run(
@@ -219,7 +280,10 @@ def open_run(
     """Open the job's run: re-attach to the one named in ``<run_dir>/mlflow_run_id``, else create it.
 
     A re-attached run is set back to RUNNING and its tags are refreshed (a requeued job gets a new host
-    and SLURM ids); its params and metrics stay, so a resumed job continues the same run.
+    and SLURM ids); its params and metrics stay, so a resumed job continues the same run. A run resumed
+    by a later sweep keeps every earlier sweep in its ``sweep_ids`` tag. A new run is created through a
+    token file (:func:`_create_run`), so a job killed while creating it leaves no stray run. Closing the
+    logger adds the attempt's time to :data:`ACTIVE_TIME_METRIC`.
 
     Args:
         tracking_uri: an absolute URI from :func:`vice.launch.tracking.client.resolve_tracking_uri`.
@@ -236,26 +300,28 @@ def open_run(
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(tracking_uri)
-    id_file = Path(run_dir) / RUN_ID_FILE
+    run_dir = Path(run_dir)
+    id_file = run_dir / RUN_ID_FILE
     all_tags = {**job_tags(), **(tags or {})}
-    if id_file.exists():
-        run_id = id_file.read_text().strip()
-        try:
-            client.get_run(run_id)
-        except MlflowException:
-            raise LookupError(
-                f"{id_file} names MLflow run {run_id!r}, which is not in {redact_uri(tracking_uri)}: point "
-                "tracking.tracking_uri at the store that has it, or delete the file to start a new run"
-            ) from None
-        logger = MLflowLogger(client, run_id)
-        with_retry(lambda: client.update_run(run_id, status="RUNNING"))
-        logger.set_tags(all_tags)
-        return logger
-    experiment_id = get_or_create_experiment(client, tracking_uri, experiment)
-    create_tags = dict(all_tags)
-    if parent_run_id is not None:
-        create_tags["mlflow.parentRunId"] = parent_run_id
-    create_tags = {k: tag_text(v) for k, v in create_tags.items()}
-    run = with_retry(lambda: client.create_run(experiment_id, run_name=run_name, tags=create_tags))
-    atomic_write_text(id_file, run.info.run_id, durable=False)
-    return MLflowLogger(client, run.info.run_id)
+    if not id_file.exists():
+        experiment_id = get_or_create_experiment(client, tracking_uri, experiment)
+        create_tags = dict(all_tags)
+        create_tags[SWEEP_IDS_TAG] = join_sweep_ids([], all_tags.get("sweep_id"))
+        if parent_run_id is not None:
+            create_tags["mlflow.parentRunId"] = parent_run_id
+        run_id = _create_run(client, experiment_id, run_dir, run_name, create_tags)
+        return MLflowLogger(client, run_id, active_before_s=0.0)
+    run_id = id_file.read_text().strip()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise LookupError(
+            f"{id_file} names MLflow run {run_id!r}, which is not in {redact_uri(tracking_uri)}: point "
+            "tracking.tracking_uri at the store that has it, or delete the file to start a new run"
+        ) from None
+    logger = MLflowLogger(client, run_id, active_before_s=run.data.metrics.get(ACTIVE_TIME_METRIC, 0.0))
+    with_retry(lambda: client.update_run(run_id, status="RUNNING"))
+    logger.set_tags(
+        {**all_tags, SWEEP_IDS_TAG: join_sweep_ids(sweep_ids_of(run.data.tags), all_tags.get("sweep_id"))}
+    )
+    return logger

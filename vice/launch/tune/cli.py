@@ -100,14 +100,14 @@ def _parent_run(optuna_study: Any, tracking_uri: str, experiment_id: str, name: 
     """The study's MLflow parent run: the one its storage names (set back to RUNNING), else a new one."""
     from mlflow.exceptions import MlflowException
 
-    from vice.launch.tracking.client import mlflow_client
+    from vice.launch.tracking.client import mlflow_client, with_retry
     from vice.launch.tracking.write import start_parent_run
 
     known = optuna_study.user_attrs.get(ATTR_PARENT_RUN)
     client = mlflow_client(tracking_uri)
     if known is not None:
         try:
-            client.update_run(known, status="RUNNING")
+            with_retry(lambda: client.update_run(known, status="RUNNING"))
             return str(known)
         except MlflowException:
             log.warning("parent run %s is not in %s: starting a new one", known, tracking_uri)

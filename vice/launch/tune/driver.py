@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from omegaconf import DictConfig
 
 from vice.config import Config, to_config, validate
 from vice.launch.job import tail
-from vice.launch.sweep.compose import Composer, Job, error_message
+from vice.launch.sweep.compose import Composer, Job, error_message, launcher_world_size
 from vice.launch.sweep.launch import job_overrides
-from vice.launch.tracking.client import mlflow_client
+from vice.launch.tracking.client import mlflow_client, with_retry
 from vice.launch.tracking.identity import compute_run_key, job_dir
 from vice.launch.tracking.names import RUN_ID_FILE
 from vice.launch.tracking.params import override_value
@@ -104,7 +105,7 @@ def trial_config(session: StudySession, values: Mapping[str, Any]) -> tuple[Conf
         raise StudyError(
             f"trial overrides [{' '.join(base[1:])}] do not compose: {error_message(error)}"
         ) from error
-    key = compute_run_key(cfg)
+    key = compute_run_key(cfg, launcher_world_size(session.master.hydra.launcher))
     run_dir = job_dir(session.study_dir.parent, session.name, key)
     job = Job(0, tuple(base[1:]), cfg, key, run_dir)
     full = [
@@ -131,7 +132,8 @@ def _tag_run(session: StudySession, run_id: str, number: int, params: Mapping[st
         "mlflow.runName": f"trial {number}",
         **{f"optuna.param.{key}": override_value(value) for key, value in params.items()},
     }
-    mlflow_client(session.tracking_uri).log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client = mlflow_client(session.tracking_uri)
+    with_retry(lambda: client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()]))
 
 
 def _run_id(run_dir: Path) -> str | None:
@@ -167,7 +169,8 @@ def sync_tags(session: StudySession) -> int:
     for run_id, trial in last.items():
         if trial.state == TrialState.RUNNING:
             continue
-        if client.get_run(run_id).data.tags.get("optuna.state") != trial.state.name:
+        run = with_retry(partial(client.get_run, run_id))
+        if run.data.tags.get("optuna.state") != trial.state.name:
             _tag_run(session, run_id, trial.number, trial.params, trial.state.name)
             fixed += 1
     return fixed
@@ -285,7 +288,8 @@ def report_intermediate(session: StudySession, flight: InFlight, may_prune: bool
         return False
     if not flight.tagged:
         _mlflow_tags(session, flight, "RUNNING")
-    history = mlflow_client(session.tracking_uri).get_metric_history(run_id, session.cfg.metric)
+    client = mlflow_client(session.tracking_uri)
+    history = with_retry(lambda: client.get_metric_history(run_id, session.cfg.metric))
     final = flight.final_step if flight.final_step is not None else math.inf
     new = sorted((m.step, m.value) for m in history if flight.last_step < m.step < final)
     for step, value in new:
