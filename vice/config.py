@@ -91,6 +91,7 @@ class SwavConfig:
     queue_length: int = 5000  # region embeddings per rank (Sec. 4: 5K per GPU); 0 disables the queue
     queue_start_step: int = 313
     freeze_prototypes_steps: int = 313
+    target_views: int = 1  # T: views 0..T-1 give Sinkhorn targets (1: the paper's eq. 3; M: SwAV's swap)
 
 
 @dataclass
@@ -288,6 +289,12 @@ def validate(cfg: Config | DictConfig) -> None:
         )
     _check(s.queue_start_step >= 0, "swav.queue_start_step", s.queue_start_step, ">= 0")
     _check(s.freeze_prototypes_steps >= 0, "swav.freeze_prototypes_steps", s.freeze_prototypes_steps, ">= 0")
+    _check(
+        1 <= s.target_views <= v.num_views,
+        "swav.target_views",
+        s.target_views,
+        f"within [1, views.num_views = {v.num_views}] (1: view 0 only, as the paper)",
+    )
 
     _check(o.base_lr > 0, "optim.base_lr", o.base_lr, "> 0")
     _check(o.base_lr_world_size >= 1, "optim.base_lr_world_size", o.base_lr_world_size, ">= 1")

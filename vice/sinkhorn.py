@@ -10,26 +10,24 @@ from vice.dist import all_reduce_
 
 
 def _logsumexp(log_q: torch.Tensor, dim: int | None, across_ranks: bool) -> torch.Tensor:
-    """``log Σ exp`` over ``dim`` (None: every element), with the sum over all ranks if ``across_ranks``.
+    """``log Σ exp`` over ``dim`` (None: the last two dims), summed over all ranks if ``across_ranks``.
 
     The max is subtracted before ``exp`` (all-reduced with MAX across ranks), so the largest term is
     exp(0) = 1 and the sum is >= 1: nothing underflows to a zero sum, whatever the score gap / epsilon.
 
     Args:
-        log_q: (K, N) log weights.
-        dim: 1 sums over samples (a prototype's mass), 0 over prototypes (a sample's), None all.
+        log_q: (..., K, N) log weights.
+        dim: -1 sums over samples (a prototype's mass), -2 over prototypes (a sample's), None both.
         across_ranks: all-reduce the max and the sum (the samples dimension is split across ranks).
 
     Returns:
-        (K, 1), (1, N) or a scalar tensor.
+        (..., K, 1), (..., 1, N) or (..., 1, 1).
     """
-    if dim is None:
-        peak = log_q.max()
-    else:
-        peak = log_q.max(dim=dim, keepdim=True).values
+    dims = (-2, -1) if dim is None else (dim,)
+    peak = log_q.amax(dim=dims, keepdim=True)
     if across_ranks:
         peak = all_reduce_(peak.clone(), "max")
-    total = (log_q - peak).exp().sum() if dim is None else (log_q - peak).exp().sum(dim=dim, keepdim=True)
+    total = (log_q - peak).exp().sum(dim=dims, keepdim=True)
     if across_ranks:
         total = all_reduce_(total, "sum")
     return peak + total.log()
@@ -49,21 +47,22 @@ def sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Ten
     each prototype's total weight is N_global / K before the final row step rescales rows.
 
     Args:
-        scores: (N, K) cosine scores of the local samples against the K prototypes.
+        scores: (..., N, K) cosine scores of the local samples against the K prototypes; leading
+            dims are independent problems (e.g. one per target view), solved in one batch.
         epsilon: entropic regularization; smaller is sharper.
         iterations: number of (column, row) normalization rounds.
 
     Returns:
-        (N, K) float32 codes; rows sum to 1.
+        (..., N, K) float32 codes; rows sum to 1.
     """
-    log_q = (scores.float() / epsilon).t()  # (K, N)
-    num_prototypes = log_q.shape[0]
-    num_samples = all_reduce_(torch.tensor(float(log_q.shape[1]), device=log_q.device), "sum")
+    log_q = (scores.float() / epsilon).transpose(-1, -2)  # (..., K, N)
+    num_prototypes = log_q.shape[-2]
+    num_samples = all_reduce_(torch.tensor(float(log_q.shape[-1]), device=log_q.device), "sum")
     log_k, log_n = math.log(num_prototypes), num_samples.log()
     log_q = log_q - _logsumexp(log_q, None, across_ranks=True)
     for _ in range(iterations):
         # Each prototype's total weight must become 1/K.
-        log_q = log_q - _logsumexp(log_q, 1, across_ranks=True) - log_k  # (K, N) - (K, 1)
+        log_q = log_q - _logsumexp(log_q, -1, across_ranks=True) - log_k  # (..., K, N) - (..., K, 1)
         # Each sample's total weight must become 1/N.
-        log_q = log_q - _logsumexp(log_q, 0, across_ranks=False) - log_n  # (K, N) - (1, N)
-    return (log_q + log_n).exp().t()  # (N, K), rows sum to 1
+        log_q = log_q - _logsumexp(log_q, -2, across_ranks=False) - log_n  # (..., K, N) - (..., 1, N)
+    return (log_q + log_n).exp().transpose(-1, -2)  # (..., N, K), rows sum to 1

@@ -21,14 +21,17 @@ def swapped_prediction_loss(
     temperature: float,
     num_regions: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Equation 3: cross-entropy of views 1..M-1 against the codes of view 0.
+    """Equation 3: cross-entropy of every view against the codes of each other (target) view.
 
-    Equation 3 averages over the I regions of each image first, then over images and predicting
-    views, so an image with many small superpixels weighs as much as one with few large ones.
+    Target view t's codes are predicted by every view v != t; the loss averages over those
+    T * (M - 1) pairs. With T = 1 this is the paper's equation 3 (views 1..M-1 predict view 0);
+    with T = M it is SwAV's swap over all views. Equation 3 averages over the I regions of each image
+    first, then over images and pairs, so an image with many small superpixels weighs as much as one
+    with few large ones.
 
     Args:
-        scores: (M-1, N, K) scores of the predicting views.
-        codes: (N, K) Sinkhorn codes of view 0 (rows sum to 1).
+        scores: (M, N, K) scores of all views.
+        codes: (T, N, K) Sinkhorn codes of views 0..T-1 (rows sum to 1), T <= M.
         temperature: tau.
         num_regions: (B,) int64 regions per image, summing to N (regions ordered by image); None
             treats the N regions as one image (a plain mean).
@@ -36,8 +39,13 @@ def swapped_prediction_loss(
     Returns:
         Scalar loss.
     """
-    log_p = F.log_softmax(scores.float() / temperature, dim=-1)  # (M-1, N, K)
-    per_region = -(codes.unsqueeze(0) * log_p).sum(dim=-1).mean(dim=0)  # (N,)
+    num_targets, num_views = codes.shape[0], scores.shape[0]
+    if not 1 <= num_targets <= num_views or num_views < 2:
+        raise ValueError(f"need 2 <= M and 1 <= T <= M views; got M={num_views}, T={num_targets}")
+    log_p = F.log_softmax(scores.float() / temperature, dim=-1)  # (M, N, K)
+    cross = -(codes.unsqueeze(1) * log_p.unsqueeze(0)).sum(dim=-1)  # (T, M, N)
+    others = ~torch.eye(num_targets, num_views, dtype=torch.bool, device=scores.device)  # (T, M)
+    per_region = cross[others].mean(dim=0)  # (N,)
     if num_regions is None:
         return per_region.mean()
     # 1 / I of each region's image, without a host sync: output_size is known.
@@ -114,17 +122,19 @@ def swav_region_loss(
     sinkhorn_iterations: int,
     num_regions: torch.Tensor,
     queue: torch.Tensor | None = None,
+    target_views: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of one training step from the region means of all views.
 
     Args:
-        means: (M, N, D) region means (not yet normalized), ordered by image; view 0 gives the targets.
+        means: (M, N, D) region means (not yet normalized), ordered by image.
         prototypes: the K prototypes.
         temperature: tau of the softmax.
         sinkhorn_epsilon: entropic regularization of Sinkhorn-Knopp.
         sinkhorn_iterations: Sinkhorn rounds.
         num_regions: (B,) int64 regions per image (summing to N), for equation 3's per-image mean.
-        queue: (F, D) earlier view-0 embeddings, concatenated before Sinkhorn and dropped after.
+        queue: (F, D) earlier view-0 embeddings, concatenated before each Sinkhorn and dropped after.
+        target_views: T, the views 0..T-1 whose codes are targets (1: the paper, view 0 only).
 
     Returns:
         The scalar loss and the (N + F, K) codes of view 0 and of the queue, in that order (the loss
@@ -135,12 +145,13 @@ def swav_region_loss(
         z = F.normalize(means.float(), dim=-1, eps=NORMALIZE_EPS)  # (M, N, D)
         scores = prototypes(z)  # (M, N, K)
         with torch.no_grad():
-            target_scores = scores[0]  # (N, K)
+            target_scores = scores[:target_views]  # (T, N, K)
             if queue is not None and queue.shape[0] > 0:
-                target_scores = torch.cat([target_scores, prototypes(queue.float())])  # (N+F, K)
-            codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)  # (N+F, K)
-        loss = swapped_prediction_loss(scores[1:], codes[: scores.shape[1]], temperature, num_regions)
-        return loss, codes
+                queued = prototypes(queue.float()).expand(target_views, -1, -1)  # (T, F, K)
+                target_scores = torch.cat([target_scores, queued], dim=1)  # (T, N+F, K)
+            codes = sinkhorn(target_scores, sinkhorn_epsilon, sinkhorn_iterations)  # (T, N+F, K)
+        loss = swapped_prediction_loss(scores, codes[:, : scores.shape[1]], temperature, num_regions)
+        return loss, codes[0]
 
 
 #: Floor inside the logarithms of the health metrics (0 log 0 = 0).
@@ -188,6 +199,7 @@ class RegionalSwav(nn.Module):
         temperature: tau.
         sinkhorn_epsilon: Sinkhorn regularization.
         sinkhorn_iterations: Sinkhorn rounds.
+        target_views: T, the views whose codes are targets (see :func:`swav_region_loss`).
     """
 
     def __init__(
@@ -197,8 +209,10 @@ class RegionalSwav(nn.Module):
         temperature: float,
         sinkhorn_epsilon: float,
         sinkhorn_iterations: int,
+        target_views: int = 1,
     ) -> None:
         super().__init__()
+        self.target_views = target_views
         self.embedder = embedder
         self.prototypes = prototypes
         self.temperature = temperature
@@ -258,6 +272,7 @@ class RegionalSwav(nn.Module):
             self.sinkhorn_iterations,
             num_regions,
             queue,
+            self.target_views,
         )
         z0 = F.normalize(means[0].detach().float(), dim=-1, eps=NORMALIZE_EPS)  # (N, D)
         return loss, codes, z0

@@ -88,6 +88,7 @@ def build_regional_swav(cfg: Config) -> tuple[RegionalSwav, RegionQueue | None]:
         swav.temperature,
         swav.sinkhorn_epsilon,
         swav.sinkhorn_iterations,
+        swav.target_views,
     )
     queue = RegionQueue(swav.queue_length, cfg.model.embed_dim) if swav.queue_length else None
     return model, queue

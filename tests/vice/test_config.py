@@ -20,6 +20,8 @@ from vice.launch.app import SWEEPS_DIR
         ("swav.num_prototypes=1", "swav.num_prototypes=1 is invalid: >= 2 (K)"),
         ("views.resize_range=[2.0,1.0]", "views.resize_range=[2.0, 1.0] is invalid: [low, high]"),
         ("train.amp=fp8", "train.amp='fp8' is invalid: one of"),
+        ("swav.target_views=4", "swav.target_views=4 is invalid: within [1, views.num_views = 3]"),
+        ("swav.target_views=0", "swav.target_views=0 is invalid: within [1, views.num_views = 3]"),
     ],
 )
 def test_a_bad_value_composed_from_the_sweeps_fails_naming_the_key(override: str, message: str) -> None:

@@ -90,3 +90,13 @@ def test_near_collapse_matches_float64_on_random_gaps():
         )
         # The far prototypes still receive mass: equipartition is approached, not abandoned.
         assert float(q.sum(0).min()) > 0.5 * 40 / 6
+
+
+def test_leading_dims_are_independent_problems():
+    """(T, N, K) scores give the T codes that T separate calls give: one batched solve per step."""
+    torch.manual_seed(3)
+    scores = torch.nn.functional.normalize(torch.randn(3, 30, 7), dim=-1)
+    batched = sinkhorn(scores, 0.05, 3)
+    assert batched.shape == (3, 30, 7)
+    for t in range(3):
+        torch.testing.assert_close(batched[t], sinkhorn(scores[t], 0.05, 3))

@@ -1,7 +1,10 @@
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
+from vice.sinkhorn import sinkhorn
 from vice.swav import (
     Prototypes,
     RegionQueue,
@@ -11,10 +14,15 @@ from vice.swav import (
 )
 
 
+def with_target_view(predicting: torch.Tensor) -> torch.Tensor:
+    """(M-1, N, K) scores of the predicting views -> (M, N, K), view 0's scores arbitrary (never used)."""
+    return torch.cat([torch.full_like(predicting[:1], 7.0), predicting])
+
+
 def test_loss_hand_computed():
     # Two regions, K = 2, one predicting view.
-    scores = torch.tensor([[[0.1, 0.0], [0.0, 0.2]]])  # (M-1=1, N=2, K=2)
-    codes = torch.tensor([[1.0, 0.0], [0.25, 0.75]])
+    scores = with_target_view(torch.tensor([[[0.1, 0.0], [0.0, 0.2]]]))  # (M=2, N=2, K=2)
+    codes = torch.tensor([[[1.0, 0.0], [0.25, 0.75]]])  # (T=1, N, K)
     tau = 0.1
     # region 0: -log softmax([1, 0])[0]; region 1: -(0.25 log p0 + 0.75 log p1) with logits [0, 2]
     l0 = -math.log(math.exp(1) / (math.exp(1) + 1))
@@ -26,8 +34,8 @@ def test_loss_hand_computed():
 
 def test_loss_averages_within_each_image_then_over_images():
     """Equation 3's 1/I: image 0 has one region with loss ln 2, image 1 has three with loss 0."""
-    codes = torch.tensor([[0.5, 0.5], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
-    scores = torch.tensor([[[0.0, 0.0], [100.0, 0.0], [100.0, 0.0], [100.0, 0.0]]])  # (1, 4, 2)
+    codes = torch.tensor([[[0.5, 0.5], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])  # (1, 4, 2)
+    scores = with_target_view(torch.tensor([[[0.0, 0.0], [100.0, 0.0], [100.0, 0.0], [100.0, 0.0]]]))
     per_image = swapped_prediction_loss(scores, codes, 1.0, torch.tensor([1, 3]))
     flat = swapped_prediction_loss(scores, codes, 1.0)
     assert abs(per_image.item() - math.log(2) / 2) < 1e-6  # (ln 2 + 0) / 2 images
@@ -38,12 +46,41 @@ def test_loss_averages_within_each_image_then_over_images():
 
 
 def test_loss_averages_over_predicting_views():
-    codes = torch.tensor([[0.5, 0.5]])
+    codes = torch.tensor([[[0.5, 0.5]]])
     a = torch.tensor([[[1.0, 0.0]]])
     b = torch.tensor([[[0.0, 0.0]]])
-    both = swapped_prediction_loss(torch.cat([a, b]), codes, 1.0)
-    single = (swapped_prediction_loss(a, codes, 1.0) + swapped_prediction_loss(b, codes, 1.0)) / 2
+    both = swapped_prediction_loss(with_target_view(torch.cat([a, b])), codes, 1.0)
+    single = (
+        swapped_prediction_loss(with_target_view(a), codes, 1.0)
+        + swapped_prediction_loss(with_target_view(b), codes, 1.0)
+    ) / 2
     assert abs(both.item() - single.item()) < 1e-6
+
+
+def test_every_target_view_is_predicted_by_every_other_view():
+    """T = M = 2 on one region: view 1 predicts view 0's code and view 0 predicts view 1's."""
+    scores = torch.tensor([[[0.0, 0.0]], [[math.log(3.0), 0.0]]])  # softmax: [.5, .5] and [.75, .25]
+    codes = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    got = swapped_prediction_loss(scores, codes, 1.0)
+    assert abs(got.item() - (-math.log(0.75) - math.log(0.5)) / 2) < 1e-6
+    # T = 1 keeps only the first pair: the paper's equation 3.
+    assert abs(swapped_prediction_loss(scores, codes[:1], 1.0).item() + math.log(0.75)) < 1e-6
+
+
+def test_target_views_beyond_the_views_are_refused():
+    with pytest.raises(ValueError, match="T <= M"):
+        swapped_prediction_loss(torch.zeros(2, 1, 2), torch.zeros(3, 1, 2), 1.0)
+
+
+def test_region_loss_with_every_view_as_target_solves_one_sinkhorn_per_view():
+    torch.manual_seed(1)
+    protos = Prototypes(8, 6)
+    means = torch.randn(3, 40, 8)
+    queue = F.normalize(torch.randn(10, 8), dim=1)
+    _, view0_codes = swav_region_loss(means, protos, 0.1, 0.05, 3, torch.tensor([40]), queue, target_views=3)
+    z = F.normalize(means, dim=-1)
+    expected = sinkhorn(torch.cat([protos(z[0]), protos(queue)]), 0.05, 3)
+    torch.testing.assert_close(view0_codes, expected)
 
 
 def test_loss_is_log_k_when_scores_carry_no_preference():
