@@ -13,8 +13,14 @@ Life cycle of :func:`run_job` (only rank 0 of a DDP job logs, checkpoints or wri
 4. evaluate the final model, log the metrics, the evaluation tags and the pictures;
 5. log the resolved config and the final checkpoint path, and close the run FINISHED.
 
-An exception closes the run FAILED and leaves ``error.txt`` (traceback and log paths) in the run
-dir for ``vice-sweep``'s failure summary; a signal exit (preemption, ``scancel``) closes it KILLED,
+The run's artifacts: ``config.yaml``; ``eval/step_<step>/`` (``metrics.json`` and the pictures of every
+evaluation, intermediate ones included); ``logs/`` (the job's own log files: submitit's stdout and
+stderr, which hold the training log, and Hydra's job log); and ``checkpoint_path.txt``. Checkpoints are
+not uploaded (hundreds of MB each): they stay in the run dir, named by the ``checkpoint_path`` tag and by
+``checkpoint_path.txt``, which says so.
+
+An exception closes the run FAILED (its logs uploaded) and leaves ``error.txt`` (traceback and log paths)
+in the run dir for ``vice-sweep``'s failure summary; a signal exit (preemption, ``scancel``) closes it KILLED,
 and the requeued or re-submitted job sets it back to RUNNING.
 
 Torch, MLflow and the evaluation are imported inside functions: submitit pickles the task function
@@ -27,6 +33,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -52,6 +59,13 @@ CONFIG_FILE = "config.yaml"
 LOCK_FILE = "job.lock"
 ERROR_FILE = "error.txt"
 CHECKPOINT_PATH_FILE = "checkpoint_path.txt"
+#: What ``checkpoint_path.txt`` says under the path: the checkpoint itself is not an artifact.
+CHECKPOINT_NOTE = (
+    "The checkpoint is not uploaded to MLflow: it stays at the path above, in the job's run dir. "
+    "Evaluate it with `vice-eval eval.checkpoint=<path>`."
+)
+#: Artifact folder of a job's run holding its log files (:func:`log_paths`).
+LOGS_ARTIFACT_DIR = "logs"
 #: Traceback lines kept in the run's ``error`` tag.
 ERROR_TAG_LINES = 20
 
@@ -124,6 +138,23 @@ def log_paths() -> dict[str, str]:
     return paths
 
 
+def existing_logs(paths: Mapping[str, str]) -> list[Path]:
+    """The files of :func:`log_paths` that exist, in order (a job outside submitit and Hydra has none)."""
+    return [Path(path) for path in paths.values() if Path(path).is_file()]
+
+
+def log_job_logs(logger: RunLogger, paths: Mapping[str, str]) -> None:
+    """Upload the job's log files (``paths``, from :func:`log_paths`) to its run, under ``logs/``.
+
+    Each is a snapshot taken now (after flushing this process's stdout and stderr, which submitit writes
+    to those files): a log that a requeued job appends to is uploaded again when that job ends.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for path in existing_logs(paths):
+        logger.log_artifact(path, LOGS_ARTIFACT_DIR)
+
+
 def run_tags(cfg: Config, run_key: str) -> dict[str, str]:
     """The sweep tags of a job's run (docs/architecture.md) plus its log paths."""
     tags = {"experiment": cfg.experiment, "run_key": run_key, "smoke": str(is_smoke(cfg.experiment)).lower()}
@@ -182,6 +213,7 @@ def _record_failure(run_dir: Path, logger: RunLogger, error: BaseException) -> N
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(trace + where)
         logger.set_tags({"error": tail(trace, ERROR_TAG_LINES)})
+        log_job_logs(logger, log_paths())
         logger.close("FAILED")
     except Exception:
         log.exception("could not record the failure of %s", run_dir)
@@ -194,8 +226,13 @@ def _close_quietly(logger: RunLogger, status: str) -> None:
         log.exception("could not mark the run %s", status)
 
 
+def checkpoint_path_text(checkpoint: Path) -> str:
+    """What ``checkpoint_path.txt`` holds: the checkpoint's path, then :data:`CHECKPOINT_NOTE`."""
+    return f"{checkpoint}\n{CHECKPOINT_NOTE}\n"
+
+
 def _log_outputs(cfg: Config, logger: RunLogger, run_dir: Path, resumed_from: int) -> None:
-    """Log the resolved config and the final checkpoint's path (as a tag and an artifact)."""
+    """Log the resolved config and the final checkpoint's path (as a tag and an artifact, not the file)."""
     from vice.checkpoint import list_checkpoints
 
     logger.log_artifact(run_dir / CONFIG_FILE)
@@ -203,7 +240,7 @@ def _log_outputs(cfg: Config, logger: RunLogger, run_dir: Path, resumed_from: in
     tags = {"resumed_from_step": str(resumed_from)}
     if checkpoints:
         final = checkpoints[-1].resolve()
-        (run_dir / CHECKPOINT_PATH_FILE).write_text(f"{final}\n")
+        (run_dir / CHECKPOINT_PATH_FILE).write_text(checkpoint_path_text(final))
         logger.log_artifact(run_dir / CHECKPOINT_PATH_FILE)
         tags["checkpoint_path"] = str(final)
     logger.set_tags(tags)
@@ -239,7 +276,8 @@ def _train_and_evaluate(cfg: Config, logger: RunLogger, main_process: bool) -> d
     logger.log_metrics(metrics, step=result.steps)
     dataset = cfg.eval.dataset or cfg.data.name
     logger.set_tags(eval_tags(cfg.eval, dataset, cfg.data.split_set, cfg.eval.mapping_fit_set))
-    logger.log_artifact(eval_dir / f"step_{result.steps:08d}", EVAL_DIR)
+    for step_dir in sorted(eval_dir.glob("step_*")):  # every evaluation's pictures, the final one last
+        logger.log_artifact(step_dir, EVAL_DIR)
     return metrics
 
 
@@ -347,6 +385,7 @@ def run_job(cfg: Config) -> dict[str, float]:
                 _close_quietly(logger, "KILLED")
             raise
         if main_process:
+            log_job_logs(logger, log_paths())
             logger.close("FINISHED")
         return metrics
     finally:

@@ -20,10 +20,20 @@ from conftest import wait_for
 
 from vice.checkpoint import list_checkpoints
 from vice.config import Config, register_schema, to_config
-from vice.launch.job import ERROR_FILE, LOCK_FILE, RunDirBusyError, lock_holder, lock_run_dir, run_job
+from vice.launch.job import (
+    CHECKPOINT_NOTE,
+    ERROR_FILE,
+    LOCK_FILE,
+    RunDirBusyError,
+    checkpoint_path_text,
+    lock_holder,
+    lock_run_dir,
+    log_job_logs,
+    run_job,
+)
 from vice.launch.overrides import display_overrides
 from vice.launch.tracking.identity import compute_run_key, is_smoke, job_dir, semantic_config
-from vice.launch.tracking.write import prepare_tracking, start_parent_run
+from vice.launch.tracking.write import prepare_tracking, run_logger, start_parent_run
 
 EXPERIMENT = "table3_decomposition_smoke"
 CHECKPOINT_WAIT_S = 240
@@ -344,3 +354,33 @@ def test_signal_exit_marks_killed_and_the_rerun_resumes_the_same_run(
         Path(a.path).name for a in client.list_artifacts(run.info.run_id, f"eval/step_{max_steps:08d}")
     }
     assert {"metrics.json", "segmentation_000.png", "pca_000.png"} <= pictures
+
+
+def test_job_logs_are_uploaded_under_logs_and_a_missing_one_is_skipped(
+    store: tuple[str, str, str], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri, _, parent = store
+    stdout, hydra_log = tmp_path / "7_0_log.out", tmp_path / "job.log"
+    stdout.write_text("step      2  loss 2.0794\nstep      4  loss 1.9021\n")
+    hydra_log.write_text("[INFO] resumed from step 2\n")
+    paths = {
+        "log_path": str(stdout),
+        "err_path": str(tmp_path / "7_0_log.err"),
+        "hydra_log_path": str(hydra_log),
+    }
+    log_job_logs(run_logger(uri, parent), paths)
+    client = MlflowClient(uri)
+    assert sorted(a.path for a in client.list_artifacts(parent, "logs")) == [
+        "logs/7_0_log.out",
+        "logs/job.log",
+    ]
+    downloaded = Path(client.download_artifacts(parent, "logs/7_0_log.out", str(tmp_path / "down")))
+    assert downloaded.read_text() == "step      2  loss 2.0794\nstep      4  loss 1.9021\n"
+
+
+def test_checkpoint_path_file_names_the_checkpoint_and_says_it_is_not_uploaded() -> None:
+    text = checkpoint_path_text(Path("/scratch/run/checkpoints/step_00000024.pt"))
+    assert text.splitlines() == ["/scratch/run/checkpoints/step_00000024.pt", CHECKPOINT_NOTE]
+    assert CHECKPOINT_NOTE.startswith("The checkpoint is not uploaded to MLflow")

@@ -46,6 +46,15 @@ def runs_of(uri: str, experiment: str) -> list[Any]:
     return [] if found is None else list(client(uri).search_runs([found.experiment_id]))
 
 
+def job_logs(uri: str, run: Any, into: Path) -> dict[str, str]:
+    """The text of each log file under a job run's ``logs/`` artifacts, by file name."""
+    paths = [a.path for a in client(uri).list_artifacts(run.info.run_id, "logs")]
+    return {
+        Path(p).name: Path(client(uri).download_artifacts(run.info.run_id, p, str(into))).read_text()
+        for p in paths
+    }
+
+
 def reject(argv: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> str:
     """Run vice-sweep expecting a rejection; return stderr after checking nothing was written."""
     assert main([*argv, "--output-dir", str(out)]) == 2
@@ -395,6 +404,10 @@ def test_failed_jobs_are_all_listed_with_their_error_and_log(
         assert re.search(r"log: \S+/\.submitit/\d+/\d+_0_log\.out \S+_0_log\.err", block)
     runs = runs_of(f"sqlite:///{out / 'mlflow.db'}", "table3_decomposition_smoke")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FAILED"]  # both jobs and the sweep
+    for run in (r for r in runs if "run_key" in r.data.tags):  # a failed job's logs are in its run
+        logs = job_logs(f"sqlite:///{out / 'mlflow.db'}", run, tmp_path / run.info.run_id)
+        assert {Path(run.data.tags["log_path"]).name, Path(run.data.tags["err_path"]).name} <= set(logs)
+        assert "NotADirectoryError" in "".join(logs.values())
     assert main([*argv, "--plan"]) == 0
     assert "2 jobs: 0 done, 0 running, 0 dead, 2 failed, 0 to do" in capsys.readouterr().out
 
@@ -427,6 +440,11 @@ def test_eight_jobs_logging_at_once_lose_no_run_and_no_metric(
     assert {r.data.tags["sweep_id"] for r in children} == {parent.data.tags["sweep_id"]}
     assert {r.info.status for r in children} == {"FINISHED"}
     assert len({r.data.tags["run_key"] for r in children}) == 8
+    for run in children:  # the training log is an artifact of the run, not only a path in a tag
+        stdout = job_logs(uri, run, tmp_path / "logs" / run.info.run_id)[Path(run.data.tags["log_path"]).name]
+        assert [line.split()[:2] for line in stdout.splitlines() if line.startswith("step ")] == [
+            ["step", str(step)] for step in range(1, steps + 1)
+        ]
     num_params = len(flatten_config(Config()))
     for run in children:
         assert len(run.data.params) == num_params
