@@ -236,11 +236,16 @@ def check_cell(runs: pd.DataFrame, axes: Sequence[str], cell: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """Mean ± std over the seeds of a cell, in display units (percent for fractions)."""
+    """Mean ± std over the seeds of a cell, in display units (percent for fractions).
+
+    ``values`` are the seeds' own values (what a figure draws as dots); two summaries with the same mean,
+    std and n compare equal whatever their values.
+    """
 
     mean: float
     std: float
     n: int
+    values: tuple[float, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
 
 def summarize(values: Iterable[float], scale: float = PERCENT) -> Summary | None:
@@ -254,7 +259,7 @@ def summarize(values: Iterable[float], scale: float = PERCENT) -> Summary | None
     if array.size == 0:
         return None
     std = float(array.std(ddof=1)) if array.size > 1 else 0.0
-    return Summary(mean=float(array.mean()), std=std, n=int(array.size))
+    return Summary(mean=float(array.mean()), std=std, n=int(array.size), values=tuple(map(float, array)))
 
 
 def metric(runs: pd.DataFrame, name: str) -> pd.Series:

@@ -9,12 +9,18 @@ data of the drawn lines, not the pixels.
 - Fig. 6 (``fig6_random_init``): mIoU over epochs (intermediate evaluations) from random init; a panel
   whose runs lack what turns steps into epochs (see :func:`run_steps_per_epoch`) is plotted over steps;
 - Fig. 7 (``fig7_backbone``): mIoU against backbone depth, one panel per dataset.
+
+Every figure, and the bar chart of a table (:func:`plot_table`), draws each seed as a dot over the
+mean ± std bar, the floors (random init, raw colours) as reference lines, the paper's value as a black
+star where the paper gives one (the tables' cells; Fig. 6's two values from the text; Figs. 5 and 7
+print none), and a † in the title of a panel of smoke data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,8 @@ from matplotlib.figure import Figure
 
 from analysis.cells import METRIC, Summary, axis_values, summarize
 from analysis.cells import metric as metric_column
-from analysis.layout import Cell, collect_cells, gap_note, model_label, section_title
+from analysis.layout import Cell, collect_cells, gap_note, model_label, resolution_label, section_title
+from analysis.paper import paper_figure_values
 from analysis.render import SMOKE_FOOTNOTE, SMOKE_MARK, Section, Stat, Table
 from analysis.runs import metric_history
 from vice.launch.tracking.names import NUM_IMAGES_METRIC
@@ -40,6 +47,7 @@ PLOT_COLUMNS = (
     "smoke",
     "note",
     "seeds",
+    "paper",
     "random_init",
     "raw_colours",
 )
@@ -48,7 +56,11 @@ FLOOR_LINES = (
     ("random_init", "↳ random init", "eval/baseline_random_linear_miou"),
     ("raw_colours", "↳ raw colours", "eval/baseline_rgb_linear_miou"),
 )
+#: Line styles of the floors, in :data:`FLOOR_LINES` order: random init dashed, raw colours dotted.
+FLOOR_STYLES = ("--", ":")
 SEED_SEPARATOR = ";"
+#: How the paper's value is drawn: a black star, labelled once per axes.
+PAPER_MARKER = {"marker": "*", "s": 90, "color": "black", "zorder": 4, "label": "paper"}
 #: Metric the trainer logs with the number of ranks (one global batch = data.batch_size x world size).
 WORLD_SIZE_METRIC = "train/world_size"
 #: Fig. 6's x label for a panel whose runs cannot be converted to epochs.
@@ -90,10 +102,16 @@ FIGURES = {
 
 
 def _point(
-    cell: Cell, panel: str, series: str, x: float, values: Any, note: str | None, xlabel: str
+    cell: Cell,
+    panel: str,
+    series: str,
+    x: float,
+    values: Any,
+    note: str | None,
+    xlabel: str,
+    paper: float | None = None,
 ) -> dict[str, Any]:
     summary = summarize(values)
-    seeds = [100.0 * float(v) for v in values if v is not None and not np.isnan(v)]
     point = {
         "panel": panel,
         "series": series,
@@ -104,7 +122,8 @@ def _point(
         "n": summary.n if summary else 0,
         "smoke": cell.smoke,
         "note": note or "",
-        "seeds": SEED_SEPARATOR.join(f"{v:.4f}" for v in seeds),
+        "seeds": seed_text(summary.values if summary else ()),
+        "paper": np.nan if paper is None else float(paper),
     }
     for column, _, floor in FLOOR_LINES:
         floor_summary = summarize(metric_column(cell.runs, floor))
@@ -124,10 +143,16 @@ def _frame(points: list[dict[str, Any]]) -> pd.DataFrame:
             "std": "float64",
             "n": "int64",
             "smoke": "bool",
+            "paper": "float64",
             "random_init": "float64",
             "raw_colours": "float64",
         }
     ).reset_index(drop=True)
+
+
+def seed_text(values: Any) -> str:
+    """Seed values as the plot CSV holds them: ``"40.0000;44.0000"``."""
+    return SEED_SEPARATOR.join(f"{v:.4f}" for v in values)
 
 
 def _metric_values(cell: Cell, metric: str) -> pd.Series:
@@ -251,9 +276,43 @@ def random_init_data(
             points.append(_point(cell, panel, series, np.nan, [], note, xlabel))
         steps = history["step"].astype("float64")
         x = steps if panel in in_steps else to_epochs(steps, history["per_epoch"])
-        for value, values in history["value"].groupby(x, sort=True):
-            points.append(_point(cell, panel, series, float(value), values, note, xlabel))
+        series_points = [
+            _point(cell, panel, series, float(value), values, note, xlabel)
+            for value, values in history["value"].groupby(x, sort=True)
+        ]
+        if panel not in in_steps:  # the paper's values are in epochs
+            for epochs, paper in random_init_paper_values(cell):
+                series_points = with_paper(
+                    series_points, epochs, paper, _point(cell, panel, series, epochs, [], note, xlabel)
+                )
+        points += series_points
     return _frame(points)
+
+
+def random_init_paper_values(cell: Cell) -> list[tuple[float, float]]:
+    """The paper's Fig. 6 values for a cell, as ``(epochs, linear mIoU in %)``: none for smoke data.
+
+    The paper's text gives the final value of its low-resolution Cityscapes runs, from random init and
+    from ImageNet init; a value belongs to the cell of its dataset, resolution and init.
+    """
+    dataset, size, _, _, pretrained = cell.key
+    if cell.smoke:
+        return []
+    return [
+        (float(entry["epochs"]), float(entry["linear_miou"]))
+        for entry in paper_figure_values(6)
+        if (entry["dataset"], entry["resolution"], bool(entry["pretrained"]))
+        == (dataset, resolution_label(size), bool(pretrained))
+    ]
+
+
+def with_paper(
+    points: list[dict[str, Any]], x: float, paper: float, empty: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """A series' points with the paper's value at ``x``: on our point at ``x``, else on ``empty`` (n = 0)."""
+    if any(point["x"] == x for point in points):
+        return [{**point, "paper": paper} if point["x"] == x else point for point in points]
+    return [*points, {**empty, "paper": paper}]
 
 
 def figure_data(
@@ -285,7 +344,8 @@ def figure_table(data: pd.DataFrame, figure: str, experiment: str) -> Table:
         for row in rows.itertuples(index=False):
             summary = None if row.n == 0 else Summary(float(row.mean), float(row.std), int(row.n))
             x = "" if np.isnan(row.x) else f"{row.x:g}"
-            body.append(((str(row.series), x), (Stat(summary, smoke=bool(row.smoke)),)))
+            paper = None if np.isnan(row.paper) else float(row.paper)
+            body.append(((str(row.series), x), (Stat(summary, paper=paper, smoke=bool(row.smoke)),)))
         xlabel = str(rows["xlabel"].iloc[0])
         sections.append(Section(str(panel), ("Series", xlabel), ("mIoU",), tuple(body)))
     notes = list(dict.fromkeys(n for n in data["note"] if n))
@@ -322,13 +382,16 @@ def draw_figure(data: pd.DataFrame, figure: str) -> Figure:
             )
             draw_seeds(ax, points, bars.lines[0].get_color())
             draw_floors(ax, points, str(series), bars.lines[0].get_color())
+        paper = data.loc[data["panel"] == panel, ["x", "paper"]].dropna()
+        if not paper.empty:
+            ax.scatter(paper["x"], paper["paper"], **PAPER_MARKER)
         if figure == "fig7_backbone" and not rows.empty:
             ax.set_xticks(sorted(set(rows["x"])))
         labels = data.loc[data["panel"] == panel, "xlabel"]
         xlabel = str(labels.iloc[0]) if not labels.empty else spec.xlabel
         smoke = bool(data.loc[data["panel"] == panel, "smoke"].any())
         ax.set(title=f"{panel}{SMOKE_MARK if smoke else ''}", xlabel=xlabel, ylabel="mIoU (%)")
-        if not rows.empty:
+        if not rows.empty or not paper.empty:
             ax.legend(fontsize="small")
     fig.suptitle(spec.title)
     return fig
@@ -354,7 +417,7 @@ def draw_seeds(ax: Any, points: pd.DataFrame, color: Any) -> None:
 
 def draw_floors(ax: Any, points: pd.DataFrame, series: str, color: Any) -> None:
     """The floors of a series' runs as dashed (random init) and dotted (raw colours) reference lines."""
-    for (column, label, _), style in zip(FLOOR_LINES, ("--", ":"), strict=True):
+    for (column, label, _), style in zip(FLOOR_LINES, FLOOR_STYLES, strict=True):
         floor = points[["x", column]].dropna()
         if not floor.empty:
             ax.plot(floor["x"], floor[column], linestyle=style, color=color, label=f"{series} {label}")
@@ -369,65 +432,102 @@ def plot_figure(data: pd.DataFrame, figure: str, stem: Path) -> tuple[Path, Path
     return _save(draw_figure(data, figure), data, stem)
 
 
+def is_bar(labels: Sequence[str], column: str, stat: Stat) -> bool:
+    """Whether a table cell is plotted as a bar: a percent value, not a floor, in a row or column ``*mIoU*``."""
+    return stat.kind == "pct" and not stat.floor and any("mIoU" in name for name in (*labels, column))
+
+
+def floor_column(labels: Sequence[str]) -> str | None:
+    """The plot column of a floor row (``↳ random init`` -> ``random_init``), None for another row."""
+    return next((column for column, label, _ in FLOOR_LINES if label in labels), None)
+
+
 def table_plot_data(table: Table) -> pd.DataFrame:
-    """The mIoU cells of a table (a column or row named ``*mIoU*``) as bars, in table order; floors
-    (random init, raw colours) are left out.
+    """The mIoU cells of a table (a column or row named ``*mIoU*``) as bars, in table order.
 
     Columns: panel = section title, series = the bar label (row and column labels, ``mIoU`` left out),
-    x = bar position in its panel (xlabel ``bar position``), mean/std/n/smoke as in :data:`PLOT_COLUMNS`,
-    note empty.
+    x = bar position in its panel (xlabel ``bar position``), mean/std/n/smoke/seeds as in
+    :data:`PLOT_COLUMNS`, paper = the paper's value (NaN where it prints none), note empty. A floor row
+    (``↳ random init``, ``↳ raw colours``) is no bar: its value goes to the ``random_init`` /
+    ``raw_colours`` column of the bar above it in the same column.
     """
-    points = []
+    points: list[dict[str, Any]] = []
     for section in table.sections:
         position = 0
+        above: dict[int, dict[str, Any]] = {}  # column index -> the last bar in that column
         for labels, values in section.rows:
-            for column, value in zip(section.columns, values, strict=True):
-                names = [*labels, column]
-                if not (
-                    isinstance(value, Stat)
-                    and value.kind == "pct"
-                    and not value.floor
-                    and any("mIoU" in n for n in names)
-                ):
+            floor = floor_column(labels)
+            for index, (column, value) in enumerate(zip(section.columns, values, strict=True)):
+                if floor is not None and isinstance(value, Stat) and value.summary and index in above:
+                    above[index][floor] = value.summary.mean
+                if not (isinstance(value, Stat) and is_bar(labels, column, value)):
                     continue
                 s = value.summary
-                points.append(
-                    {
-                        "panel": section.title or table.name,
-                        "series": " / ".join(n for n in names if n and n != "mIoU"),
-                        "x": float(position),
-                        "xlabel": TABLE_XLABEL,
-                        "mean": s.mean if s else np.nan,
-                        "std": s.std if s else np.nan,
-                        "n": s.n if s else 0,
-                        "smoke": value.smoke,
-                        "note": "",
-                    }
-                )
+                point = {
+                    "panel": section.title or table.name,
+                    "series": " / ".join(n for n in (*labels, column) if n and n != "mIoU"),
+                    "x": float(position),
+                    "xlabel": TABLE_XLABEL,
+                    "mean": s.mean if s else np.nan,
+                    "std": s.std if s else np.nan,
+                    "n": s.n if s else 0,
+                    "smoke": value.smoke,
+                    "note": "",
+                    "seeds": seed_text(s.values if s else ()),
+                    "paper": np.nan if value.paper is None else value.paper,
+                }
+                points.append(point)
+                above[index] = point
                 position += 1
     return pd.DataFrame(points, columns=list(PLOT_COLUMNS))
 
 
 def plot_table(table: Table, stem: Path) -> tuple[Path, Path, Path]:
-    """A horizontal bar chart of a table's percent cells (mean ± std), one panel per section.
+    """A horizontal bar chart of a table's mIoU cells, one panel per section (:func:`draw_table`).
 
     Returns:
-        The PNG, PDF and CSV (the plotted data; ``note`` holds each bar's row label) paths.
+        The PNG, PDF and CSV (the plotted data) paths.
     """
     data = table_plot_data(table)
+    return _save(draw_table(data, table), data, stem)
+
+
+def draw_table(data: pd.DataFrame, table: Table) -> Figure:
+    """Draw :func:`table_plot_data`: per bar the mean ± std, every seed as a dot, the floors as dashed
+    (random init) and dotted (raw colours) ticks across the bar, the paper's value as a black star; a
+    label for every cell, with or without a finished run; † in the title of a panel of smoke data."""
     panels = list(dict.fromkeys(data["panel"])) or [table.name]
-    bars = [data[(data["panel"] == p) & (data["n"] > 0)] for p in panels]
-    height = max(2.5, 0.3 * max((len(b) for b in bars), default=1) + 1.5)
+    height = max(2.5, 0.3 * max((int((data["panel"] == p).sum()) for p in panels), default=1) + 1.5)
     fig = Figure(figsize=(5.5 * len(panels), height), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel, rows in zip(axes, panels, bars, strict=True):
-        positions = np.arange(len(rows))
-        ax.barh(positions, rows["mean"], xerr=rows["std"], capsize=3)
-        ax.set_yticks(positions, list(rows["series"]), fontsize="small")
+    for ax, panel in zip(axes, panels, strict=True):
+        cells = data[data["panel"] == panel]
+        bars = cells[cells["n"] > 0]
+        ax.barh(bars["x"], bars["mean"], xerr=bars["std"], capsize=3, color="tab:blue", alpha=0.6)
+        positions, values = seed_values(bars)
+        if values:
+            ax.scatter(values, positions, s=12, color="tab:blue", zorder=3)
+        for (column, label, _), style in zip(FLOOR_LINES, FLOOR_STYLES, strict=True):
+            floor = bars[["x", column]].dropna()
+            if not floor.empty:
+                ax.vlines(
+                    floor[column],
+                    floor["x"] - 0.4,
+                    floor["x"] + 0.4,
+                    linestyles=style,
+                    color="black",
+                    label=label,
+                )
+        paper = cells[["x", "paper"]].dropna()
+        if not paper.empty:
+            ax.scatter(paper["paper"], paper["x"], **PAPER_MARKER)
+        ax.set_yticks(cells["x"], list(cells["series"]), fontsize="small")
         ax.invert_yaxis()
-        ax.set(title=panel, xlabel="mIoU (%), mean ± std over seeds")
-        if rows.empty:
+        smoke = bool(cells["smoke"].any())
+        ax.set(title=f"{panel}{SMOKE_MARK if smoke else ''}", xlabel="mIoU (%), mean ± std over seeds")
+        if bars.empty:
             ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes)
-            ax.set_xticks([])
+        if ax.get_legend_handles_labels()[0]:  # floors or the paper's value, beside the bars
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"{table.title.split(':')[0]} ({table.name})")
-    return _save(fig, data, stem)
+    return fig

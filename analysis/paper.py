@@ -56,6 +56,21 @@ def paper_table(number: int) -> dict[str, Any]:
     return entry
 
 
+def paper_figure_values(number: int) -> list[dict[str, Any]]:
+    """The values the paper's text gives for one of its figures (the plots themselves are unreadable).
+
+    Fig. 6 has two (``dataset``, ``resolution``, ``epochs``, ``linear_miou``, ``pretrained``); Figs. 5
+    and 7 have none.
+
+    Raises:
+        KeyError: the paper data has no such figure (it holds Figs. 5-7).
+    """
+    figures = load_paper()["figures"]
+    if str(number) not in figures:
+        raise KeyError(f"{PAPER_FILE.name} has no Fig. {number}; it holds Figs. {', '.join(sorted(figures))}")
+    return list(figures[str(number)].get("text_values", []))
+
+
 def paper_rows(number: int) -> list[dict[str, Any]]:
     """Return a table's rows, with each ``config`` list value turned into a tuple."""
     return [_config_tuples(row) for row in paper_table(number).get("rows", [])]
