@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -50,7 +52,8 @@ def compose_experiment(*overrides: str):
 def test_the_photos_recipe_is_the_one_the_learning_benchmark_measures() -> None:
     cfg = compose_experiment("experiment=photos")
     validate(cfg)
-    assert (cfg.model.num_stages, cfg.swav.sinkhorn_epsilon, cfg.optim.base_lr) == (3, 0.03, 3.0)
+    assert (cfg.model.num_stages, cfg.swav.sinkhorn_epsilon, cfg.optim.base_lr) == (3, 0.03, 5.0)
+    assert (cfg.swav.target_views, cfg.train.max_steps) == (3, 1600)
     assert (cfg.swav.queue_length, cfg.views.color_strength, cfg.regions.connectivity) == (0, 0.5, True)
     assert cfg.data.root.endswith("textures/images/train") and cfg.eval.dataset == "labelled_folder"
 
@@ -65,10 +68,13 @@ def test_the_photos_recipe_is_the_one_the_learning_benchmark_measures() -> None:
         ("lr_1", {"optim.base_lr": 1.0}),
         ("full_jitter", {"views.color_strength": 1.0}),
         ("queue_384", {"swav.queue_length": 384, "swav.queue_start_step": 50}),
+        ("one_target_view", {"swav.target_views": 1}),
+        ("full_budget", {"train.max_steps": 1600}),
+        ("full_budget_one_target_view", {"train.max_steps": 1600, "swav.target_views": 1}),
     ],
 )
 def test_each_learning_photos_cell_undoes_exactly_one_fix(cell: str, changed: dict) -> None:
-    recipe = compose_experiment("experiment=photos")
+    recipe = compose_experiment("experiment=learning_photos", "cell/learning_photos=recipe")
     ablated = compose_experiment("experiment=learning_photos", f"cell/learning_photos={cell}")
     validate(ablated)
     keys = [
@@ -79,6 +85,8 @@ def test_each_learning_photos_cell_undoes_exactly_one_fix(cell: str, changed: di
         "views.color_strength",
         "swav.queue_length",
         "swav.queue_start_step",
+        "swav.target_views",
+        "train.max_steps",
     ]
 
     def value(cfg, key):
@@ -87,6 +95,10 @@ def test_each_learning_photos_cell_undoes_exactly_one_fix(cell: str, changed: di
 
     assert {k: value(ablated, k) for k in keys if value(ablated, k) != value(recipe, k)} == changed
     assert ablated.experiment == "learning_photos" and ablated.train.threads == 1
+    # The sweep's budget is a quarter of the recipe's; everything else is the recipe's.
+    photos = compose_experiment("experiment=photos")
+    assert (recipe.train.max_steps, photos.train.max_steps) == (400, 1600)
+    assert dataclasses.replace(recipe, experiment="photos", train=photos.train) == photos
 
 
 def test_a_bad_num_stages_names_the_key() -> None:
