@@ -25,6 +25,7 @@ import pandas as pd
 
 from vice.config import Config
 from vice.launch.tracking.identity import is_semantic
+from vice.launch.tracking.names import ACTIVE_TIME_METRIC
 from vice.launch.tracking.params import override_value
 
 DERIVED_AXES = ("pretrained", "element_size", "eval_dataset")
@@ -271,10 +272,15 @@ def metric(runs: pd.DataFrame, name: str) -> pd.Series:
 
 
 def durations(runs: pd.DataFrame) -> pd.Series:
-    """Wall-clock seconds per run (end - start); NaN while a run has no end time."""
+    """Active seconds per run: the sum of its attempts (:data:`ACTIVE_TIME_METRIC`).
+
+    A run resumed after being dead does not count the dead interval. Runs logged before that metric
+    existed fall back to wall-clock end - start; NaN while such a run has no end time.
+    """
     start = pd.to_numeric(runs["start_time"], errors="coerce")
     end = pd.to_numeric(runs["end_time"], errors="coerce")
-    return ((end - start) / 1000.0).astype("float64")
+    wall = ((end - start) / 1000.0).astype("float64")
+    return metric(runs, ACTIVE_TIME_METRIC).fillna(wall)
 
 
 def seeds(runs: pd.DataFrame) -> list[Any]:

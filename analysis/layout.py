@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.cells import check_cell, describe_key, group_runs, is_smoke, overrides, seeds, sort_key
-from analysis.runs import pending_runs, select_latest_finished
+from analysis.runs import FAILED_STATUS, SWEEP_ID_COLUMN, pending_runs, select_latest_finished
 
 DATASET_LABELS = {"cocostuff": "COCO", "cityscapes": "Cityscapes", "synthetic": "Synthetic"}
 RESOLUTION_LABELS = {256: "Low", 512: "High"}
@@ -101,7 +101,33 @@ def gap_note(cell: Cell, axes: Sequence[str], experiment: str, where: str) -> st
     if todo:
         command += " seed=" + ",".join(str(s) for s in todo)
     status = "missing" if cell.runs.empty else f"incomplete ({len(cell.runs)} finished)"
+    unfinished = unfinished_reason(cell.pending)
+    if unfinished:
+        status += f" ({unfinished})"
     return f"{status}: {where}: run {experiment} with `{command}`"
+
+
+def unfinished_reason(pending: pd.DataFrame) -> str:
+    """Why a cell lacks runs that did not fail: ``running in sweep s2``, ``killed in sweep s1``.
+
+    A job a later sweep resumed is still in the earlier sweep's selection; while it runs there, the
+    earlier sweep's table says so instead of only asking for the run. FAILED runs need no reason: the
+    note's command re-runs them.
+    """
+    if pending.empty:
+        return ""
+    statuses = pending["status"].astype(str)
+    sweeps = (
+        pending[SWEEP_ID_COLUMN].astype(object)
+        if SWEEP_ID_COLUMN in pending
+        else pd.Series(None, index=pending.index)
+    )
+    reasons = {
+        f"{status.lower()} in sweep {sweep}" if isinstance(sweep, str) else status.lower()
+        for status, sweep in zip(statuses, sweeps, strict=True)
+        if status != FAILED_STATUS
+    }
+    return ", ".join(sorted(reasons))
 
 
 def dataset_label(name: Any, smoke: bool) -> str:

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from vice.launch.tracking.client import mlflow_client
-from vice.launch.tracking.names import RUN_KEY_TAG
+from vice.launch.tracking.identity import sweep_ids_of
+from vice.launch.tracking.names import RUN_KEY_TAG, SWEEP_IDS_TAG
 from vice.launch.tracking.read import all_runs
 from vice.redact import redact_uri
 
@@ -27,7 +28,10 @@ from vice.redact import redact_uri
 RUN_KEY_COLUMN = f"tags.{RUN_KEY_TAG}"
 #: MLflow retries an unreachable server 7 times with backoff (minutes) by default; a read fails fast.
 FAST_FAIL_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+#: The frame column of the sweep that last ran a job (every sweep it belonged to: :func:`in_sweep`).
+SWEEP_ID_COLUMN = "tags.sweep_id"
 FINISHED = "FINISHED"
+FAILED_STATUS = "FAILED"
 _NULL_TEXTS = frozenset({"None", "null", "~", ""})
 _SEARCH_PAGE = 1000
 
@@ -156,7 +160,8 @@ def load_runs(
     Args:
         tracking_uri: an MLflow tracking URI (``sqlite:////abs/path/mlflow.db`` or ``http://host:5000``).
         experiments: MLflow experiment names.
-        sweep_id: keep only runs tagged with this ``sweep_id``.
+        sweep_id: keep only the runs of this sweep (:func:`in_sweep`): a run a later sweep resumed
+            stays in the sweeps it belonged to.
         git_commit: keep only runs whose ``git_commit`` tag starts with this (a short hash works).
 
     Returns:
@@ -177,10 +182,17 @@ def load_runs(
                 records.append(_record(run, name))
     frame = runs_frame(records)
     if sweep_id is not None:
-        frame = frame[_tag(frame, "sweep_id") == sweep_id]
+        frame = frame[in_sweep(frame, sweep_id)]
     if git_commit is not None:
         frame = frame[_tag(frame, "git_commit").str.startswith(git_commit)]
     return frame.reset_index(drop=True)
+
+
+def in_sweep(frame: pd.DataFrame, sweep_id: str) -> pd.Series:
+    """True per run that belonged to ``sweep_id``: listed in its ``sweep_ids`` tag, or its ``sweep_id`` tag."""
+    tags = pd.DataFrame({"sweep_id": _tag(frame, "sweep_id"), SWEEP_IDS_TAG: _tag(frame, SWEEP_IDS_TAG)})
+    member = [sweep_id in sweep_ids_of(row) for row in tags.to_dict("records")]
+    return pd.Series(member, index=frame.index, dtype=bool)
 
 
 def _tag(frame: pd.DataFrame, name: str) -> pd.Series:

@@ -383,7 +383,10 @@ def build_table3(runs: pd.DataFrame, experiment: str = "table3_decomposition") -
                 rows=tuple(((name,), tuple(row)) for name, row in zip(names, rows, strict=True)),
             )
         )
-    notes = ["mIoU: linear probe. Time: wall-clock per training run (MLflow start to end), our hardware."]
+    notes = [
+        "mIoU: linear probe. Time: per training run, the sum of its active attempts (a resumed run's dead"
+        " interval left out), our hardware."
+    ]
     title = f"Table 3: {paper_table(3)['title']}"
     return Table(experiment, title, tuple(sections), _footnotes(gaps, cells, notes, has_floors))
 
