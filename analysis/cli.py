@@ -17,7 +17,7 @@ from analysis.cells import MixedCellError
 from analysis.claims import write_claims
 from analysis.compare import write_comparison
 from analysis.runs import StoreError, check_store, list_experiments
-from analysis.summary import summarize_sweep
+from analysis.summary import parent_run_page, summarize_sweep
 from analysis.tables import KNOWN_EXPERIMENTS, write_experiment
 from vice.redact import redact_uri
 
@@ -128,7 +128,9 @@ def _reports(
     if sweep_id is not None:
         parent = summarize_sweep(tracking_uri, name, sweep_id, out)
         notes.append(
-            f"parent run: {parent}" if parent else f"sweep {sweep_id} has no parent run to summarize"
+            f"parent run: {parent}, {parent_run_page(tracking_uri, name, parent)}"
+            if parent
+            else f"sweep {sweep_id} has no parent run to summarize"
         )
     return _Reports(text, files, tuple(notes))
 

@@ -15,7 +15,8 @@
 - artifacts under ``summary/``: the table (``.md``, ``.tex``, ``.csv``), the figure (``.png``, ``.pdf``,
   ``_plot.csv``) and the claims report (``_claims.md``, ``_claims.csv``).
 
-It runs at the end of ``vice-sweep`` and whenever ``vice-tables --sweep-id`` regenerates a sweep.
+It runs at the end of ``vice-sweep`` and whenever ``vice-tables --sweep-id`` regenerates a sweep, which
+then prints the parent run's page in the MLflow UI (:func:`parent_run_page`).
 """
 
 from __future__ import annotations
@@ -34,14 +35,46 @@ from analysis.compare import AXES
 from analysis.runs import load_runs, pending_runs, select_latest_finished
 from analysis.tables import resolve_experiment, write_experiment
 from vice.launch.tracking.client import mlflow_client
+from vice.redact import split_credentials
 
 ARTIFACT_DIR = "summary"
+#: The URL query that opens the MLflow UI (3.17) on an experiment's training runs. That UI picks its
+#: pages from the sidebar's GenAI / Model training switch (the browser's saved choice, GenAI until a
+#: reader changes it) or from this query, not from the experiment's ``mlflow.experimentKind`` tag.
+TRAINING_VIEW_QUERY = "workflowType=machine_learning"
+#: Where ``mlflow ui --backend-store-uri sqlite:///...`` serves a store by default.
+LOCAL_UI = "http://127.0.0.1:5000"
 PACKAGES = ("vice", "torch", "mlflow", "numpy", "pandas", "scipy", "hydra-core")
 
 
 def run_name(experiment: str, sweep_id: str) -> str:
     """The parent run's display name: ``table3_decomposition_smoke · 20250101-120000-ab12``."""
     return f"{experiment} · {sweep_id}"
+
+
+def ui_address(tracking_uri: str) -> str:
+    """The MLflow UI of a store: a server's own address (without credentials), else ``mlflow ui``'s."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return split_credentials(tracking_uri)[0].rstrip("/")
+    return LOCAL_UI
+
+
+def experiment_page(ui: str, experiment_id: str) -> str:
+    """The UI page listing an experiment's runs: ``<ui>/#/experiments/<id>?workflowType=machine_learning``."""
+    return f"{ui}/#/experiments/{experiment_id}?{TRAINING_VIEW_QUERY}"
+
+
+def run_page(ui: str, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """The UI page of a run, or of one of its artifacts (``summary/<experiment>.md``), opened and previewed."""
+    page = f"{ui}/#/experiments/{experiment_id}/runs/{run_id}"
+    return page if artifact is None else f"{page}/artifacts/{artifact}"
+
+
+def parent_run_page(tracking_uri: str, experiment: str, parent_run_id: str) -> str:
+    """The UI page of a sweep's parent run, opened on its table (``summary/<experiment>.md``)."""
+    run = mlflow_client(tracking_uri).get_run(parent_run_id)
+    table = f"{ARTIFACT_DIR}/{experiment}.md"
+    return run_page(ui_address(tracking_uri), run.info.experiment_id, parent_run_id, table)
 
 
 def find_parent_run(tracking_uri: str, experiment: str, sweep_id: str) -> str | None:

@@ -1,4 +1,12 @@
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,3 +79,74 @@ def wait_for(predicate, what: str, timeout_s: float, poll_s: float):
             return found
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+#: Seconds an ``mlflow server`` may take to answer its health check (minutes on 2 busy cores).
+SERVER_START_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An ``mlflow server`` on 127.0.0.1 with its SQLite store and artifacts in ``tmp_path/server``.
+
+    Yields ``("127.0.0.1:<port>", <server folder>)``.
+    """
+    folder = tmp_path / "server"
+    folder.mkdir()
+    port = _free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
+        )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), "mlflow server", SERVER_START_S, 1)
+        yield f"127.0.0.1:{port}", folder
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+        server.wait()
+
+
+#: Names of a Chromium binary: Debian's package (``apt-get install chromium``), then others'.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def find_chromium() -> str | None:
+    """The path of a Chromium binary on ``PATH``, or None."""
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+
+
+def chromium_marks() -> list:
+    """pytestmark of the tests that drive a real headless Chromium: skipped without one, except in CI
+    (``VICE_REQUIRE_CHROMIUM=1``, set by ``.ci/run``, which installs Debian's ``chromium``)."""
+    reason = "no Chromium on PATH: `apt-get install -y chromium` (as .ci/run does)"
+    if os.environ.get("VICE_REQUIRE_CHROMIUM") == "1" and find_chromium() is None:
+        pytest.fail(f"VICE_REQUIRE_CHROMIUM=1 (as in .ci/run) but {reason}", pytrace=False)
+    return [pytest.mark.slow, pytest.mark.skipif(find_chromium() is None, reason=reason)]

@@ -8,16 +8,11 @@ import dataclasses
 import io
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 
 from vice.config import Config, redacted
 from vice.launch.tracking.client import (
@@ -30,7 +25,6 @@ from vice.launch.tracking.params import flatten_config
 from vice.redact import RedactingFilter, redact_uri, split_credentials
 
 SECRET = "s3cretPW"
-SERVER_START_S = 240
 
 
 @pytest.mark.parametrize(
@@ -146,52 +140,6 @@ def test_the_optuna_storage_comes_from_the_environment_unless_given(
 
 
 # End to end ---------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An ``mlflow server`` on 127.0.0.1 with its SQLite store and artifacts in ``tmp_path/server``."""
-    folder = tmp_path / "server"
-    folder.mkdir()
-    port = _free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
-        )
-    try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), "mlflow server", SERVER_START_S, 1)
-        yield f"127.0.0.1:{port}", folder
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
-        server.wait()
 
 
 def _count_in_files(root: Path, secret: bytes) -> dict[str, int]:
