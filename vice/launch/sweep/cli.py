@@ -42,6 +42,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from vice.io import LockHeldError
 from vice.launch.app import SWEEPS_DIR
 from vice.launch.overrides import (
     UnquotablePathError,
@@ -54,21 +55,30 @@ from vice.launch.sweep.cost import launcher_gpus, time_limit_min
 from vice.launch.sweep.errors import SweepError, listing
 from vice.launch.sweep.launch import (
     AUTO,
+    LAUNCHER_FILE,
     LaunchOutcome,
+    announce_launcher,
     browse_hint,
-    choose_launcher,
+    decide_launcher,
     failure_summary,
     job_overrides,
     launch_groups,
     list_launchers,
+    record_launcher,
 )
+from vice.launch.sweep.parents import DRIVER_LOCK_FILE, DRIVER_LOCK_TAG, close_stale_parents, hold_driver_lock
 from vice.launch.sweep.plan import DONE, jobs_to_submit, plan_state, plan_table
-from vice.launch.sweep.slurm import check_slurm
+from vice.launch.sweep.slurm import check_slurm, launch_job_name, read_slurm_record
 from vice.launch.sweep.state import RunState, fetch_states
 from vice.launch.tracking.identity import DEFAULT_OUTPUT_DIR, is_smoke
 from vice.redact import redact_logs, redact_uri
 
 SWEEPS_SUBDIR = "sweeps"
+
+
+def sweep_dir(output_dir: Path, experiment: str, sweep_id: str) -> Path:
+    """A sweep's dir: Hydra's sweep dir, submitit's logs, the driver lock, the launcher it runs on."""
+    return output_dir / experiment / SWEEPS_SUBDIR / sweep_id
 
 
 def _print_table(tracking_uri: str, experiment: str) -> None:
@@ -161,10 +171,11 @@ def prepare(args: argparse.Namespace) -> Sweep:
     hydra_overrides, task_overrides = split_overrides(args.overrides)
     if any(o.split("=", 1)[0] == "experiment" for o in task_overrides):
         raise SweepError("the experiment is the first argument, not an experiment= override")
-    launcher, reason = choose_launcher(args.launcher, experiment)
+    output_dir = args.output_dir.absolute()
+    record = sweep_dir(output_dir, experiment, args.sweep_id) / LAUNCHER_FILE if args.sweep_id else None
+    launcher, reason = decide_launcher(args.launcher, experiment, record)
     if not any(o.startswith("hydra/launcher=") for o in hydra_overrides):
         hydra_overrides.insert(0, f"hydra/launcher={launcher}")
-    output_dir = args.output_dir.absolute()
     register_schema()
     with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name=experiment):
         try:
@@ -217,34 +228,54 @@ def _resource_groups(sweep: Sweep, todo: Sequence[Job]) -> list[tuple[list[str],
     return [([f"hydra.launcher.timeout_min={limit}"], jobs) for limit, jobs in sorted(groups.items())]
 
 
-def _parent_run(sweep: Sweep, sweep_id: str, parents: Sequence[Any], experiment_id: str) -> str:
-    from vice.launch.tracking.write import set_running, start_parent_run
+def _parent_run(sweep: Sweep, sweep_id: str, parents: Sequence[Any], experiment_id: str, lock: Path) -> str:
+    """The sweep's parent run (created, or set back to RUNNING), naming this process's driver lock."""
+    from vice.launch.tracking.write import run_logger, set_running, start_parent_run
 
     for run in parents:
         if run.data.tags.get("sweep_id") == sweep_id:
             set_running(sweep.tracking_uri, run.info.run_id)
+            run_logger(sweep.tracking_uri, run.info.run_id).set_tags({DRIVER_LOCK_TAG: str(lock)})
             return str(run.info.run_id)
     tags = {
         "experiment": sweep.experiment,
         "smoke": str(is_smoke(sweep.experiment)).lower(),
         "launcher": sweep.launcher,
+        DRIVER_LOCK_TAG: str(lock),
     }
     return start_parent_run(sweep.tracking_uri, experiment_id, sweep_id, tags=tags)
 
 
+def _close_stale_parents(sweep: Sweep, sweep_id: str) -> None:
+    """Close the parent runs no process will close (:mod:`.parents`), saying so; nothing without a store."""
+    from vice.launch.tracking.client import mlflow_client, store_exists
+    from vice.launch.tracking.read import find_experiment_id
+
+    if not store_exists(sweep.tracking_uri):
+        return
+    experiment_id = find_experiment_id(mlflow_client(sweep.tracking_uri), sweep.experiment)
+    if experiment_id is None:
+        return
+    for closed in close_stale_parents(sweep.tracking_uri, experiment_id, sweep_id):
+        print(f"closed parent run {closed.run_id} {closed.status}: {closed.reason}")
+
+
 def run_sweep(sweep: Sweep, sweep_id: str, states: Mapping[str, RunState], resubmit_running: bool) -> int:
-    """Create the tracking, launch what is to do, report failures. Returns the exit status (0 = all done).
+    """Close stale parent runs, create the tracking, launch what is to do, report failures.
 
     Args:
         sweep: from :func:`prepare`.
         sweep_id: the sweep (its parent run) to launch under.
         states: the plan's run states (:func:`fetch_states`, then :func:`check_slurm`).
         resubmit_running: see :func:`jobs_to_submit`.
+
+    Returns:
+        The exit status (0 = all done).
+
+    Raises:
+        SweepError: another live ``vice-sweep`` runs the same sweep id.
     """
-    from hydra import compose, initialize_config_dir
-
-    from vice.launch.tracking.write import end_run, prepare_tracking
-
+    _close_stale_parents(sweep, sweep_id)
     todo, running = jobs_to_submit(sweep.jobs, states, resubmit_running)
     if running:
         unvouched = sum(states[j.run_key].slurm_state is None for j in running)
@@ -256,13 +287,32 @@ def run_sweep(sweep: Sweep, sweep_id: str, states: Mapping[str, RunState], resub
         print(f"nothing to submit: every job of {sweep.experiment} is done or running")
         print(browse_hint(sweep.tracking_uri, sweep.experiment, sweep_id))
         return 0
+    folder = sweep_dir(sweep.output_dir, sweep.experiment, sweep_id)
+    try:
+        driver_lock = hold_driver_lock(folder)
+    except LockHeldError as error:
+        raise SweepError(
+            f"sweep {sweep_id} is being run by {error.holder}: let it finish, or stop it first"
+        ) from None
+    try:
+        record_launcher(folder / LAUNCHER_FILE, sweep.launcher)
+        return _launch(sweep, sweep_id, todo, folder)
+    finally:
+        driver_lock.close()
+
+
+def _launch(sweep: Sweep, sweep_id: str, todo: Sequence[Job], sweep_dir: Path) -> int:
+    """Launch ``todo`` under the sweep's parent run (holding the sweep's driver lock), then report."""
+    from hydra import compose, initialize_config_dir
+
+    from vice.launch.tracking.write import end_run, prepare_tracking
+
     try:
         experiment_id = prepare_tracking(sweep.tracking_uri, sweep.experiment)
     except ValueError as error:
         raise SweepError(str(error)) from error
     _, parents = fetch_states(sweep.tracking_uri, sweep.experiment)
-    parent = _parent_run(sweep, sweep_id, parents, experiment_id)
-    sweep_dir = sweep.output_dir / sweep.experiment / SWEEPS_SUBDIR / sweep_id
+    parent = _parent_run(sweep, sweep_id, parents, experiment_id, sweep_dir / DRIVER_LOCK_FILE)
     base = [*sweep.hydra_overrides, f"hydra.sweep.dir={quoted(str(sweep_dir))}"]
     print(
         f"sweep {sweep_id}: submitting {len(todo)} job(s) with launcher {sweep.launcher}; outputs in {sweep_dir}"
@@ -273,9 +323,10 @@ def run_sweep(sweep: Sweep, sweep_id: str, states: Mapping[str, RunState], resub
         with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base="1.3", job_name=sweep.experiment):
             groups = []
             for extra, jobs in _resource_groups(sweep, todo):
+                name = f"hydra.launcher.name={launch_job_name(sweep.experiment, sweep_id)}"
                 master = compose(
                     "config",
-                    overrides=[*base, *extra, f"experiment={sweep.experiment}"],
+                    overrides=[*base, *extra, name, f"experiment={sweep.experiment}"],
                     return_hydra_config=True,
                 )
                 overrides = [
@@ -293,6 +344,7 @@ def run_sweep(sweep: Sweep, sweep_id: str, states: Mapping[str, RunState], resub
         )
         raise
     end_run(sweep.tracking_uri, parent, "FAILED" if failed else "FINISHED")
+    _close_stale_parents(sweep, sweep_id)  # earlier sweeps whose jobs this one finished
     if failed:
         print(failure_summary(failed, outcomes, sweep_dir))
     else:
@@ -310,8 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_intermixed_args(argv)
     try:
         sweep = prepare(args)
-        states = check_slurm(fetch_states(sweep.tracking_uri, sweep.experiment)[0])
+        records = {j.run_key: r for j in sweep.jobs if (r := read_slurm_record(j.run_dir)) is not None}
+        states = check_slurm(fetch_states(sweep.tracking_uri, sweep.experiment)[0], records=records)
         gpus = launcher_gpus(sweep.master.hydra.launcher)
+        announce_launcher("vice-sweep", sweep.launcher, sweep.launcher_reason)
         print(f"experiment {sweep.experiment}; launcher {sweep.launcher} ({sweep.launcher_reason})")
         print(f"MLflow store {sweep.tracking_uri}")
         print(plan_table(sweep.jobs, states, gpus))

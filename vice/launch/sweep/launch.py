@@ -9,6 +9,8 @@ re-raises it).
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from vice.config import Config
+from vice.io import atomic_write_text
 from vice.launch.app import SWEEPS_DIR
 from vice.launch.job import ERROR_FILE, tail
 from vice.launch.overrides import (
@@ -28,13 +31,16 @@ from vice.launch.overrides import (
 )
 from vice.launch.sweep.compose import Job
 from vice.launch.sweep.errors import SweepError
-from vice.launch.sweep.slurm import slurm_available
+from vice.launch.sweep.slurm import slurm_available, submitted_jobs, write_slurm_record
 from vice.launch.sweep.state import RunState
 from vice.launch.tracking.identity import is_smoke
 
 LAUNCHERS_DIR = SWEEPS_DIR / "hydra" / "launcher"
 
 AUTO = "auto"
+
+#: File of a sweep dir or study dir holding the launcher it decided on when it started.
+LAUNCHER_FILE = "launcher.txt"
 
 #: What ``--launcher auto`` picks: the paper's 8 x 4 V100 for a paper experiment; for a smoke one the
 #: SLURM cluster when ``sinfo`` answers, else local subprocesses.
@@ -50,6 +56,9 @@ SUMMARY_LINES = 8
 
 PROGRESS_BAR = "%|"
 
+#: Seconds between two looks for a launch's submitted SLURM jobs (:func:`record_submissions`).
+RECORD_POLL_S = 0.5
+
 #: Seconds between checks while waiting for SLURM jobs the launcher gave up on.
 WAIT_POLL_S = 5
 
@@ -59,8 +68,49 @@ def list_launchers() -> list[str]:
     return sorted(p.stem for p in LAUNCHERS_DIR.glob("*.yaml"))
 
 
+def read_launcher(record: Path) -> str | None:
+    """The launcher a sweep or study decided on when it started (:data:`LAUNCHER_FILE`), or None."""
+    return record.read_text().strip() if record.is_file() else None
+
+
+def record_launcher(record: Path, launcher: str) -> None:
+    """Persist a sweep's or study's launcher (once: a later decision never replaces it)."""
+    if not record.is_file():
+        atomic_write_text(record, f"{launcher}\n")
+
+
+def decide_launcher(requested: str, experiment: str, record: Path | None) -> tuple[str, str]:
+    """The launcher of a sweep or study, and why: decided once, when it starts, and kept for good.
+
+    A sweep or study that already runs keeps the launcher recorded in ``record``; ``--launcher auto``
+    follows it, another preset is refused (its jobs would resume on another launcher mid-way).
+
+    Args:
+        requested: ``--launcher`` (a preset or :data:`AUTO`).
+        experiment: the experiment (a smoke one may run on local processes).
+        record: the sweep's or study's :data:`LAUNCHER_FILE`; None for a sweep that starts now.
+
+    Raises:
+        SweepError: an unknown preset, or one that differs from the recorded launcher.
+    """
+    recorded = read_launcher(record) if record is not None else None
+    if recorded is None:
+        return choose_launcher(requested, experiment)
+    if requested not in (AUTO, recorded):
+        raise SweepError(
+            f"--launcher {requested}: this sweep or study runs on {recorded} since it started ({record}); "
+            f"launchers never change mid-way: use --launcher {recorded} or {AUTO}, or start a new one"
+        )
+    return recorded, f"decided when it started ({record})"
+
+
+def announce_launcher(program: str, launcher: str, reason: str) -> None:
+    """Say on stderr, in one line, which launcher runs the jobs and why."""
+    print(f"{program}: jobs run on launcher {launcher.upper()}: {reason}", file=sys.stderr, flush=True)
+
+
 def choose_launcher(requested: str, experiment: str) -> tuple[str, str]:
-    """The launcher preset to use, and why.
+    """The launcher preset to use, and why (:func:`decide_launcher` keeps it for the sweep or study).
 
     Raises:
         SweepError: an unknown preset.
@@ -136,7 +186,7 @@ def wait_for_slurm_jobs(launcher: DictConfig) -> None:
     hydra-submitit-launcher collects results in submission order and gives up at the first job that
     ends without one (cancelled, killed): the jobs after it still run, and their results still count.
     """
-    if not str(launcher._target_).endswith("SlurmLauncher"):
+    if not is_slurm(launcher):
         return
     import submitit
 
@@ -146,6 +196,40 @@ def wait_for_slurm_jobs(launcher: DictConfig) -> None:
     jobs: list[Any] = [submitit.SlurmJob(folder=pattern, job_id=name) for name in sorted(names - arrays)]
     while not all(job.done() for job in jobs):
         time.sleep(WAIT_POLL_S)
+
+
+def is_slurm(launcher: DictConfig) -> bool:
+    """True for a hydra-submitit-launcher SLURM preset."""
+    return str(launcher._target_).endswith("SlurmLauncher")
+
+
+def record_submissions(launcher: DictConfig, jobs: Sequence[Job], launched: threading.Event) -> int:
+    """Record in each job's run dir the SLURM job submitted for it, as soon as SLURM shows it.
+
+    hydra-submitit-launcher submits one array per launch, task ``i`` for ``jobs[i]``, under the launch's
+    own job name (:func:`vice.launch.sweep.slurm.launch_job_name`). A later ``vice-sweep`` reads the
+    record (:func:`vice.launch.sweep.slurm.read_slurm_record`): a job still PENDING, with no MLflow run
+    yet, is not submitted twice, and a recycled job id is not taken for ours.
+
+    Args:
+        launcher: the launch's launcher config; nothing is recorded for a local one.
+        jobs: the launch's jobs, in submission order.
+        launched: set when the launch returned (its jobs ended): stop polling.
+
+    Returns:
+        How many jobs were recorded.
+    """
+    if not is_slurm(launcher):
+        return 0
+    waiting = dict(enumerate(jobs))
+    while waiting:
+        for job_id, record in submitted_jobs(str(launcher.name)).items():
+            task = job_id.partition("_")[2]
+            if task.isdigit() and int(task) in waiting:
+                write_slurm_record(waiting.pop(int(task)).run_dir, record)
+        if launched.wait(RECORD_POLL_S):
+            break
+    return len(jobs) - len(waiting)
 
 
 def launch_groups(groups: Sequence[tuple[DictConfig, list[Job], list[list[str]]]]) -> list[LaunchOutcome]:
@@ -162,12 +246,19 @@ def launch_groups(groups: Sequence[tuple[DictConfig, list[Job], list[list[str]]]
     offsets = [sum(len(g[1]) for g in groups[:i]) for i in range(len(groups))]
 
     def run(i: int) -> LaunchOutcome:
-        outcome = LaunchOutcome(groups[i][1])
+        master, jobs, overrides = groups[i]
+        outcome = LaunchOutcome(jobs)
+        launched = threading.Event()
+        recorder = threading.Thread(target=record_submissions, args=(master.hydra.launcher, jobs, launched))
+        recorder.start()
         try:
-            outcome.returns = list(launchers[i].launch(groups[i][2], initial_job_idx=offsets[i]))
+            outcome.returns = list(launchers[i].launch(overrides, initial_job_idx=offsets[i]))
         except Exception as error:  # e.g. a cancelled job: submitit raises UncompletedJobError
             outcome.error = error
-            wait_for_slurm_jobs(groups[i][0].hydra.launcher)
+            wait_for_slurm_jobs(master.hydra.launcher)
+        finally:
+            launched.set()
+            recorder.join()
         return outcome
 
     try:

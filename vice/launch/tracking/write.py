@@ -289,7 +289,8 @@ def open_run(
         tracking_uri: an absolute URI from :func:`vice.launch.tracking.client.resolve_tracking_uri`.
         experiment: the MLflow experiment name (created if :func:`prepare_tracking` was not called).
         run_dir: the job's deterministic dir; holds the run id file.
-        parent_run_id: the sweep's parent run (sets ``mlflow.parentRunId``); None for a standalone run.
+        parent_run_id: the sweep's parent run (sets ``mlflow.parentRunId``, also on a resumed run); None for a
+            standalone run.
         run_name: display name of a new run.
         tags: the job's tags (``sweep_id``, ``experiment``, ``run_key``, ``smoke``, ...); the runtime
             tags of :func:`job_tags` are added.
@@ -321,7 +322,7 @@ def open_run(
         ) from None
     logger = MLflowLogger(client, run_id, active_before_s=run.data.metrics.get(ACTIVE_TIME_METRIC, 0.0))
     with_retry(lambda: client.update_run(run_id, status="RUNNING"))
-    logger.set_tags(
-        {**all_tags, SWEEP_IDS_TAG: join_sweep_ids(sweep_ids_of(run.data.tags), all_tags.get("sweep_id"))}
-    )
+    moved = {} if parent_run_id is None else {"mlflow.parentRunId": parent_run_id}  # under the new sweep
+    sweep_ids = join_sweep_ids(sweep_ids_of(run.data.tags), all_tags.get("sweep_id"))
+    logger.set_tags({**all_tags, **moved, SWEEP_IDS_TAG: sweep_ids})
     return logger

@@ -52,7 +52,7 @@ from vice.launch.overrides import TRACKING_URI_KEY, drop_tracking_uri, quoted, s
 from vice.launch.sweep.checks import check_inputs
 from vice.launch.sweep.compose import Composer, Job, error_message, experiment_name
 from vice.launch.sweep.errors import SweepError
-from vice.launch.sweep.launch import choose_launcher
+from vice.launch.sweep.launch import LAUNCHER_FILE, announce_launcher, decide_launcher, record_launcher
 from vice.launch.tracking.identity import DEFAULT_OUTPUT_DIR
 from vice.launch.tune.driver import ATTR_PARENT_RUN, StudySession, drive, finished_count
 from vice.launch.tune.executor import SUBMITIT_DIR, make_executor
@@ -174,7 +174,7 @@ def prepare(args: argparse.Namespace, stack: ExitStack) -> StudySession:
     hydra_overrides, task_overrides = split_overrides([*cfg.overrides, *args.overrides])
     try:
         experiment = experiment_name(cfg.experiment, smoke=False)
-        launcher, _ = choose_launcher(cfg.launcher, experiment)
+        launcher, reason = decide_launcher(cfg.launcher, experiment, study_dir / LAUNCHER_FILE)
     except SweepError as error:
         raise StudyError(str(error)) from error
     register_schema()
@@ -203,6 +203,8 @@ def prepare(args: argparse.Namespace, stack: ExitStack) -> StudySession:
     if drop_tracking_uri(task_overrides) != task_overrides:  # its credentials are in the environment now
         task_overrides = [*drop_tracking_uri(task_overrides), f"{TRACKING_URI_KEY}={quoted(tracking_uri)}"]
     stack.enter_context(driver_lock(study_dir))
+    record_launcher(study_dir / LAUNCHER_FILE, launcher)
+    announce_launcher("vice-tune", launcher, reason)
     optuna_study = optuna.create_study(
         study_name=sid,
         storage=build_storage(cfg.storage, study_dir),
