@@ -365,12 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = {j.run_key: r for j in sweep.jobs if (r := read_slurm_record(j.run_dir)) is not None}
         states = check_slurm(fetch_states(sweep.tracking_uri, sweep.experiment)[0], records=records)
         gpus = launcher_gpus(sweep.master.hydra.launcher)
-        announce_launcher("vice-sweep", sweep.launcher, sweep.launcher_reason)
         print(f"experiment {sweep.experiment}; launcher {sweep.launcher} ({sweep.launcher_reason})")
         print(f"MLflow store {sweep.tracking_uri}")
         print(plan_table(sweep.jobs, states, gpus))
         if sweep.input_problems:
             raise SweepError(listing("missing inputs", sweep.input_problems))
+        announce_launcher("vice-sweep", sweep.launcher, sweep.launcher_reason)
         if args.plan:
             return 0
         sweep_id = args.sweep_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
