@@ -206,32 +206,85 @@ _LATEX_ESCAPES = {
 }
 
 
+#: Where a line may break inside `code` (the overrides of the footnotes hold long ``key=value`` runs).
+_CODE_BREAKS = ("=", "/", ",")
+
+
 def latex_escape(text: str) -> str:
-    """Escape LaTeX specials, map the table symbols (±, ◇, ⋆, †, Δ, —, →, ↳) and set `code` in ``\\texttt``."""
+    """Escape LaTeX specials, map the table symbols (±, ◇, ⋆, †, Δ, —, →, ↳) and set `code` in ``\\texttt``.
+
+    Code may break after ``=``, ``/`` and ``,`` as well as at spaces, so a long override wraps.
+    """
     parts = text.split("`")
     escaped = ["".join(_LATEX_ESCAPES.get(ch, ch) for ch in part) for part in parts]
     if len(parts) % 2 == 0:  # an unpaired backtick: keep it literal
         return "`".join(escaped)
-    return "".join(rf"\texttt{{{p}}}" if i % 2 else p for i, p in enumerate(escaped))
+    code = ["".join(ch + r"\allowbreak{}" if ch in _CODE_BREAKS else ch for ch in p) for p in escaped]
+    return "".join(rf"\texttt{{{code[i]}}}" if i % 2 else p for i, p in enumerate(escaped))
+
+
+#: The packages :func:`to_latex`'s output needs in the document's preamble.
+LATEX_PACKAGES = r"\usepackage{booktabs,graphicx}"
+#: Each section's tabular is typeset in this box, then scaled down to ``\linewidth`` only if wider.
+_LATEX_BOX = r"\vicetablebox"
+
+
+def _latex_header(section: Section, compare: bool) -> list[str]:
+    """The header rows: one; with ``compare`` each numeric column's name spans its paper | ours | Δ."""
+    if not compare:
+        return [" & ".join(latex_escape(h) for h in _header(section, compare)) + r" \\"]
+    top, rules, bottom = [""] * len(section.labels), [], list(section.labels)
+    for name, numeric in zip(section.columns, _numeric_columns(section), strict=True):
+        if numeric:
+            first = len(bottom) + 1  # 1-based column of "paper"
+            top.append(rf"\multicolumn{{3}}{{c}}{{{latex_escape(name)}}}")
+            rules.append(rf"\cmidrule(lr){{{first}-{first + 2}}}")
+            bottom += ["paper", "ours", "Δ"]
+        else:
+            top.append("")
+            bottom.append(name)
+    return [
+        " & ".join(top) + r" \\",
+        "".join(rules),
+        " & ".join(latex_escape(h) for h in bottom) + r" \\",
+    ]
 
 
 def to_latex(table: Table, compare: bool = False) -> str:
-    """Render a ``table`` environment, one booktabs ``tabular`` per section (``\\usepackage{booktabs}``)."""
-    lines = [r"\begin{table}", r"\centering", rf"\caption{{{latex_escape(table.title)}}}"]
+    """Render a ``table`` environment, one booktabs ``tabular`` per section (:data:`LATEX_PACKAGES`).
+
+    The tables fit the column: ``\\small`` with narrower column gaps, compared columns under one name,
+    and a section still wider than ``\\linewidth`` is scaled down to it (never up).
+    """
+    box = _LATEX_BOX
+    lines = [
+        f"% {LATEX_PACKAGES}",
+        r"\begin{table}",
+        r"\centering",
+        rf"\caption{{{latex_escape(table.title)}}}",
+        rf"\ifdefined{box}\else\newsavebox{{{box}}}\fi",
+        r"\small\setlength{\tabcolsep}{4pt}",
+    ]
     for section in table.sections:
         header = _header(section, compare)
         rows = _cells(section, compare, ("\x00", "\x01"))
         spec = "l" * len(section.labels) + "r" * (len(header) - len(section.labels))
-        lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+        lines += [rf"\sbox{{{box}}}{{\begin{{tabular}}{{{spec}}}", r"\toprule"]
         if section.title:
             lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\emph{{{latex_escape(section.title)}}}}} \\")
             lines.append(r"\midrule")
-        lines.append(" & ".join(latex_escape(h) for h in header) + r" \\")
+        lines += _latex_header(section, compare)
         lines.append(r"\midrule")
         for row in rows:
             cells = [latex_escape(c).replace("\x00", r"\textbf{").replace("\x01", "}") for c in row]
             lines.append(" & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}", r"\par\medskip"]
+        lines += [
+            r"\bottomrule",
+            r"\end{tabular}}%",
+            rf"\ifdim\wd{box}>\linewidth\resizebox{{\linewidth}}{{!}}{{\usebox{{{box}}}}}"
+            rf"\else\usebox{{{box}}}\fi",
+            r"\par\medskip",
+        ]
     if table.footnotes:
         lines.append(r"\begin{flushleft}\footnotesize")
         lines += [latex_escape(note) + r"\\" for note in table.footnotes]
