@@ -95,7 +95,7 @@ def _request(url: str, user: str | None, password: str | None, body: dict | None
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=SERVER_START_S) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
