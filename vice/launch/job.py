@@ -33,7 +33,6 @@ import dataclasses
 import logging
 import os
 import socket
-import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vice.config import Config, to_config, validate
 from vice.io import LockHeldError, lock_file
+from vice.launch.job_logs import CHECKPOINT_PATH_FILE, checkpoint_path_text, log_job_logs, log_paths
 from vice.launch.overrides import display_overrides
 from vice.launch.tracking.client import credentials_to_environment, resolve_tracking_uri
 from vice.launch.tracking.identity import DEFAULT_OUTPUT_DIR, compute_run_key, is_smoke
@@ -58,14 +58,6 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = "job.lock"
 ERROR_FILE = "error.txt"
-CHECKPOINT_PATH_FILE = "checkpoint_path.txt"
-#: What ``checkpoint_path.txt`` says under the path: the checkpoint itself is not an artifact.
-CHECKPOINT_NOTE = (
-    "The checkpoint is not uploaded to MLflow: it stays at the path above, in the job's run dir. "
-    "Evaluate it with `vice-eval eval.checkpoint=<path>`."
-)
-#: Artifact folder of a job's run holding its log files (:func:`log_paths`).
-LOGS_ARTIFACT_DIR = "logs"
 #: Traceback lines kept in the run's ``error`` tag.
 ERROR_TAG_LINES = 20
 
@@ -117,42 +109,6 @@ def lock_run_dir(run_dir: Path) -> IO[str]:
 def mlflow_experiment(cfg: Config) -> str:
     """The MLflow experiment a job logs to: ``tracking.experiment``, else the experiment's name."""
     return cfg.tracking.experiment or cfg.experiment
-
-
-def log_paths() -> dict[str, str]:
-    """Where this job's output goes: submitit's stdout/stderr files and Hydra's job log, when set."""
-    paths: dict[str, str] = {}
-    try:
-        import submitit
-
-        job_paths = submitit.JobEnvironment().paths
-        paths["log_path"] = str(job_paths.stdout).replace("%t", "0")
-        paths["err_path"] = str(job_paths.stderr).replace("%t", "0")
-    except RuntimeError:  # not inside a submitit job
-        pass
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        paths["hydra_log_path"] = str(Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log")
-    return paths
-
-
-def existing_logs(paths: Mapping[str, str]) -> list[Path]:
-    """The files of :func:`log_paths` that exist, in order (a job outside submitit and Hydra has none)."""
-    return [Path(path) for path in paths.values() if Path(path).is_file()]
-
-
-def log_job_logs(logger: RunLogger, paths: Mapping[str, str]) -> None:
-    """Upload the job's log files (``paths``, from :func:`log_paths`) to its run, under ``logs/``.
-
-    Each is a snapshot taken now (after flushing this process's stdout and stderr, which submitit writes
-    to those files): a log that a requeued job appends to is uploaded again when that job ends.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for path in existing_logs(paths):
-        logger.log_artifact(path, LOGS_ARTIFACT_DIR)
 
 
 def run_tags(cfg: Config, run_key: str) -> dict[str, str]:
@@ -224,11 +180,6 @@ def _close_quietly(logger: RunLogger, status: str) -> None:
         logger.close(status)
     except Exception:
         log.exception("could not mark the run %s", status)
-
-
-def checkpoint_path_text(checkpoint: Path) -> str:
-    """What ``checkpoint_path.txt`` holds: the checkpoint's path, then :data:`CHECKPOINT_NOTE`."""
-    return f"{checkpoint}\n{CHECKPOINT_NOTE}\n"
 
 
 def _log_outputs(cfg: Config, logger: RunLogger, run_dir: Path, resumed_from: int) -> None:

@@ -21,16 +21,14 @@ from conftest import wait_for
 from vice.checkpoint import list_checkpoints
 from vice.config import Config, register_schema, to_config
 from vice.launch.job import (
-    CHECKPOINT_NOTE,
     ERROR_FILE,
     LOCK_FILE,
     RunDirBusyError,
-    checkpoint_path_text,
     lock_holder,
     lock_run_dir,
-    log_job_logs,
     run_job,
 )
+from vice.launch.job_logs import CHECKPOINT_NOTE, checkpoint_path_text, log_job_logs
 from vice.launch.overrides import display_overrides
 from vice.launch.tracking.identity import compute_run_key, is_smoke, job_dir, semantic_config
 from vice.launch.tracking.write import prepare_tracking, run_logger, start_parent_run
