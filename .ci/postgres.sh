@@ -76,7 +76,7 @@ EOF
         { tail -n 20 "$LOG" >&2; die "the server did not start (log: $LOG)"; }
     # The password travels on psql's stdin (printf is a shell builtin: no process carries it as an argument).
     printf "CREATE ROLE %s LOGIN CREATEDB PASSWORD '%s';\n" "$PG_ROLE" "${PGPASSWORD//\'/\'\'}" |
-        as_postgres "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$DATA" -p "$PG_PORT" -d postgres >/dev/null ||
+        as_postgres "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$DATA" -p "$PG_PORT" -U postgres -d postgres >/dev/null ||
         die "could not create role $PG_ROLE (log: $LOG)"
     PGUSER=$PG_ROLE "$bin/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -c 'SELECT 1' >/dev/null ||
         die "role $PG_ROLE cannot log in with PGPASSWORD on 127.0.0.1:$PG_PORT"
