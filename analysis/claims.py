@@ -44,6 +44,7 @@ from analysis.tables import (
     TABLE4_AXES,
     TABLE5_AXES,
     TABLE6_AXES,
+    is_paper_experiment,
     resolve_experiment,
 )
 from vice.launch.tracking.params import override_value
@@ -411,6 +412,8 @@ def evaluate_claims(runs: pd.DataFrame, experiment: str) -> list[ClaimResult]:
     Raises:
         MixedCellError: a cell would pool runs of different protocols or configs.
     """
+    if not is_paper_experiment(experiment):  # a sweep of our own (learning_photos) makes no paper claim
+        return []
     canonical = resolve_experiment(experiment)
     if canonical not in EXPERIMENTS:
         return []

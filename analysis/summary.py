@@ -29,11 +29,12 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.ablation import swept_axes as ablation_axes
 from analysis.cells import METRIC, axis_values, metric
 from analysis.claims import summary_metrics, write_claims
 from analysis.compare import AXES
 from analysis.runs import load_runs, pending_runs, select_latest_finished
-from analysis.tables import resolve_experiment, write_experiment
+from analysis.tables import is_paper_experiment, resolve_experiment, write_experiment
 from vice.launch.tracking.client import mlflow_client
 from vice.redact import split_credentials
 
@@ -88,10 +89,16 @@ def find_parent_run(tracking_uri: str, experiment: str, sweep_id: str) -> str | 
     return str(parents[0].info.run_id) if parents else None
 
 
+def table_axes(runs: pd.DataFrame, experiment: str) -> list[str]:
+    """The config keys that name a cell: a paper table's axes, or the settings a sweep of our own varies."""
+    if is_paper_experiment(experiment):
+        return list(AXES.get(resolve_experiment(experiment), ()))
+    return ablation_axes(select_latest_finished(runs))
+
+
 def swept_axes(runs: pd.DataFrame, experiment: str) -> list[str]:
     """The table axes (config keys) whose values vary over the runs, in table order."""
-    axes = AXES.get(resolve_experiment(experiment), ())
-    return [a for a in axes if len({str(v) for v in axis_values(runs, a)}) > 1]
+    return [a for a in table_axes(runs, experiment) if len({str(v) for v in axis_values(runs, a)}) > 1]
 
 
 def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
@@ -139,7 +146,7 @@ def sweep_params(runs: pd.DataFrame, experiment: str, tags: Mapping[str, str]) -
 def sweep_metrics(runs: pd.DataFrame, experiment: str) -> dict[str, float]:
     """Run counts, cells and the best cell's seed-mean linear mIoU (a fraction), of one sweep's runs."""
     finished = select_latest_finished(runs)
-    axes = list(AXES.get(resolve_experiment(experiment), ()))
+    axes = table_axes(runs, experiment)
     metrics = {
         "summary/runs_finished": float(len(finished)),
         "summary/runs_pending": float(len(pending_runs(runs))) if not runs.empty else 0.0,

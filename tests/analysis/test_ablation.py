@@ -2,7 +2,10 @@ import pandas as pd
 import pytest
 
 from analysis.ablation import build_ablation, metric_columns, swept_axes
+from analysis.claims import evaluate_claims
 from analysis.render import render
+from analysis.summary import sweep_metrics
+from analysis.summary import swept_axes as summary_axes
 
 
 def run(i: int, seed: int, eps: float, stages: int, linear: float, floor: float) -> dict:
@@ -60,3 +63,12 @@ def test_rows_are_labelled_by_their_one_change_with_floors_and_gain(runs):
     assert stages_gain.mean == pytest.approx(-5.0)
     markdown = render(table, "markdown")
     assert "31.00 ± 1.41 (2)" in markdown and "model.num_stages=4" in markdown
+
+
+def test_a_sweep_of_our_own_is_summarized_by_its_swept_settings_and_makes_no_paper_claim(runs):
+    """The parent-run summary of learning_photos (no paper layout): its cells, best cell, no claims."""
+    assert summary_axes(runs, "learning_photos") == ["model.num_stages", "swav.sinkhorn_epsilon"]
+    metrics = sweep_metrics(runs, "learning_photos")
+    assert metrics["summary/cells"] == 3.0 and metrics["summary/runs_finished"] == 4.0
+    assert metrics["summary/best_linear_miou"] == pytest.approx(0.31)  # the common setting's seed mean
+    assert evaluate_claims(runs, "learning_photos") == []
