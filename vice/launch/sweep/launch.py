@@ -314,16 +314,18 @@ def failure_summary(
     return "\n".join(blocks)
 
 
+def ui_hint(tracking_uri: str) -> str:
+    """How to open the MLflow UI on a store: ``mlflow ui`` over a SQLite file, else the server itself."""
+    if tracking_uri.startswith("sqlite:"):
+        return f"mlflow ui --backend-store-uri {tracking_uri}  # then open http://127.0.0.1:5000"
+    return f"open {tracking_uri}"
+
+
 def browse_hint(tracking_uri: str, experiment: str, sweep_id: str) -> str:
     """How to look at the runs: the MLflow UI command and the table command."""
-    ui = (
-        f"mlflow ui --backend-store-uri {tracking_uri}  # then open http://127.0.0.1:5000"
-        if tracking_uri.startswith("sqlite:")
-        else f"open {tracking_uri}"
-    )
     return "\n".join(
         [
-            f"browse:  {ui}",
+            f"browse:  {ui_hint(tracking_uri)}",
             f"tables:  vice-tables --tracking-uri {tracking_uri} --experiment {experiment}",
             f"this sweep: --sweep-id {sweep_id}",
         ]

@@ -52,7 +52,13 @@ from vice.launch.overrides import TRACKING_URI_KEY, drop_tracking_uri, quoted, s
 from vice.launch.sweep.checks import check_inputs
 from vice.launch.sweep.compose import Composer, Job, error_message, experiment_name
 from vice.launch.sweep.errors import SweepError
-from vice.launch.sweep.launch import LAUNCHER_FILE, announce_launcher, decide_launcher, record_launcher
+from vice.launch.sweep.launch import (
+    LAUNCHER_FILE,
+    announce_launcher,
+    decide_launcher,
+    record_launcher,
+    ui_hint,
+)
 from vice.launch.tracking.identity import DEFAULT_OUTPUT_DIR
 from vice.launch.tune.driver import ATTR_PARENT_RUN, StudySession, drive, finished_count
 from vice.launch.tune.executor import SUBMITIT_DIR, make_executor
@@ -287,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"best: trial {best.number}, {session.cfg.metric} = {best.value:.4f} [{' '.join(trial_overrides(best.params))}]"
     )
     print("\n".join(f"wrote {p}" for p in written))
-    print(f"browse:  mlflow ui --backend-store-uri {session.tracking_uri}")
+    print(f"browse:  {ui_hint(session.tracking_uri)}")
     return 0
 
 

@@ -84,3 +84,12 @@ def test_vice_tune_refuses_another_launcher_for_a_study_that_runs(
     assert tune_main(["smoke", "--launcher", "slurm", "--output-dir", str(tmp_path)]) == 2
     assert "runs on local since it started" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_ui_hint_runs_mlflow_ui_only_over_a_sqlite_file() -> None:
+    from vice.launch.sweep.launch import ui_hint
+
+    assert ui_hint("sqlite:////o/mlflow.db").startswith(
+        "mlflow ui --backend-store-uri sqlite:////o/mlflow.db"
+    )
+    assert ui_hint("http://127.0.0.1:5077") == "open http://127.0.0.1:5077"  # a server is its own UI
