@@ -59,6 +59,7 @@ from vice.launch.sweep.launch import (
     record_launcher,
     ui_hint,
 )
+from vice.launch.sweep.slurm import launch_job_name
 from vice.launch.tracking.identity import DEFAULT_OUTPUT_DIR
 from vice.launch.tune.driver import ATTR_PARENT_RUN, StudySession, drive, finished_count
 from vice.launch.tune.executor import SUBMITIT_DIR, make_executor
@@ -224,8 +225,10 @@ def prepare(args: argparse.Namespace, stack: ExitStack) -> StudySession:
     parent = _parent_run(optuna_study, tracking_uri, experiment_id, sid, launcher)
     launcher_cfg = OmegaConf.to_container(master.hydra.launcher, resolve=True)
     assert isinstance(launcher_cfg, dict)
+    # A job name no other driver shares, so that a recycled SLURM id is told apart (trial_job_is_ours).
+    name = launch_job_name("tune", sid)
     cluster, executor = make_executor(
-        {str(k): v for k, v in launcher_cfg.items()}, study_dir / SUBMITIT_DIR, sid
+        {str(k): v for k, v in launcher_cfg.items()}, study_dir / SUBMITIT_DIR, name
     )
     return StudySession(
         sid,

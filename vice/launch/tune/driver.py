@@ -26,7 +26,13 @@ from vice.launch.tracking.client import mlflow_client, with_retry
 from vice.launch.tracking.identity import compute_run_key, job_dir
 from vice.launch.tracking.names import RUN_ID_FILE
 from vice.launch.tracking.params import override_value
-from vice.launch.tune.executor import SUBMITIT_DIR, TrialTask, attach_job
+from vice.launch.tune.executor import (
+    SUBMITIT_DIR,
+    TrialTask,
+    attach_job,
+    slurm_record_attrs,
+    trial_job_is_ours,
+)
 from vice.launch.tune.space import suggest, trial_overrides
 from vice.launch.tune.study import StudyConfig, StudyError
 
@@ -219,6 +225,7 @@ def submit_trial(session: StudySession) -> InFlight | None:
             ATTR_FOLDER: folder,
             ATTR_CLUSTER: session.cluster,
             ATTR_FINAL_STEP: cfg.train.max_steps,
+            **(slurm_record_attrs(str(job.job_id)) if session.cluster == "slurm" else {}),
         },
     )
     log.info("trial %d: job %s [%s]", trial.number, job.job_id, " ".join(trial_overrides(values)))
@@ -308,7 +315,8 @@ def reconcile(session: StudySession) -> list[InFlight]:
     """Match the RUNNING trials of an earlier driver with their jobs.
 
     A live SLURM job is adopted; a finished one is collected; a trial with no job, or a job that is
-    gone, is marked FAIL and its parameters asked again (a local job dies with its driver's session).
+    gone, is marked FAIL and its parameters asked again (a local job dies with its driver's session; a
+    SLURM id that now names another job, :func:`trial_job_is_ours`, counts as gone).
     """
     import optuna
     from optuna.trial import TrialState
@@ -331,17 +339,21 @@ def reconcile(session: StudySession) -> list[InFlight]:
             max(frozen.intermediate_values, default=-1),
             final_step=attrs.get(ATTR_FINAL_STEP),
         )
-        if attrs[ATTR_CLUSTER] == "slurm" and not job.done():
-            log.info("trial %d: adopting running job %s", frozen.number, job_id)
-            adopted.append(flight)
-        elif attrs[ATTR_CLUSTER] == "local" and not job.paths.result_pickle.exists():
+        slurm, has_result = attrs[ATTR_CLUSTER] == "slurm", job.paths.result_pickle.exists()
+        lost = None  # why the job cannot be this trial's any more, unless it left its result
+        if not slurm:
+            lost = "a local job dies with its driver"
+        elif not trial_job_is_ours(attrs):
+            lost = "its SLURM id now names another job"
+        if lost and not has_result:
             study.tell(trial, state=TrialState.FAIL)
             _retry(session, frozen.number, frozen.params)
             log.warning(
-                "trial %d: local job %s of an earlier driver left no result; asking again",
-                frozen.number,
-                job_id,
+                "trial %d: job %s of an earlier driver: %s; asking again", frozen.number, job_id, lost
             )
+        elif slurm and not lost and not job.done():
+            log.info("trial %d: adopting running job %s", frozen.number, job_id)
+            adopted.append(flight)
         else:
             collect(session, flight)
     return adopted
