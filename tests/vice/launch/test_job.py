@@ -51,12 +51,13 @@ def smoke_config(*overrides: str) -> Config:
         )
 
 
-def tracked(cfg: Config, out: Path, uri: str, parent: str) -> Config:
-    """``cfg`` as vice-sweep hands it to a job: its run dir, the store, the parent run, the sweep id."""
+def tracked(cfg: Config, out: Path, uri: str, parent: str, world_size: int = 1) -> Config:
+    """``cfg`` as vice-sweep hands it to a job of ``world_size`` ranks: its run dir, the store, the parent
+    run, the sweep id."""
     tracking = dataclasses.replace(
         cfg.tracking, enabled=True, tracking_uri=uri, parent_run_id=parent, sweep_id="sweep-1"
     )
-    run_dir = job_dir(out, cfg.experiment, compute_run_key(cfg))
+    run_dir = job_dir(out, cfg.experiment, compute_run_key(cfg, world_size))
     return dataclasses.replace(cfg, run_dir=str(run_dir), tracking=tracking)
 
 
@@ -231,7 +232,7 @@ def test_every_rank_of_a_duplicate_ddp_job_stops_when_rank_0_finds_the_run_dir_l
     from omegaconf import OmegaConf
 
     uri, experiment_id, parent = store
-    cfg = tracked(smoke_config("train.device=cpu"), tmp_path, uri, parent)
+    cfg = tracked(smoke_config("train.device=cpu"), tmp_path, uri, parent, world_size=2)
     config_file = tmp_path / "job.yaml"
     OmegaConf.save(OmegaConf.structured(cfg), config_file)
     held = lock_run_dir(Path(cfg.run_dir))  # the first job
