@@ -44,8 +44,9 @@ def swapped_prediction_loss(
         raise ValueError(f"need 2 <= M and 1 <= T <= M views; got M={num_views}, T={num_targets}")
     log_p = F.log_softmax(scores.float() / temperature, dim=-1)  # (M, N, K)
     cross = -(codes.unsqueeze(1) * log_p.unsqueeze(0)).sum(dim=-1)  # (T, M, N)
-    others = ~torch.eye(num_targets, num_views, dtype=torch.bool, device=scores.device)  # (T, M)
-    per_region = cross[others].mean(dim=0)  # (N,)
+    # Weights, not a boolean index: indexing by a mask would sync the host with a CUDA device.
+    others = 1.0 - torch.eye(num_targets, num_views, dtype=cross.dtype, device=cross.device)  # (T, M)
+    per_region = (cross * others.unsqueeze(-1)).sum(dim=(0, 1)) / (num_targets * (num_views - 1))  # (N,)
     if num_regions is None:
         return per_region.mean()
     # 1 / I of each region's image, without a host sync: output_size is known.
