@@ -225,9 +225,10 @@ def submit_trial(session: StudySession) -> InFlight | None:
             ATTR_FOLDER: folder,
             ATTR_CLUSTER: session.cluster,
             ATTR_FINAL_STEP: cfg.train.max_steps,
-            **(slurm_record_attrs(str(job.job_id)) if session.cluster == "slurm" else {}),
         },
     )
+    if session.cluster == "slurm":  # after the id is stored: a driver killed while asking SLURM keeps it
+        _set_attrs(trial, slurm_record_attrs(str(job.job_id)))
     log.info("trial %d: job %s [%s]", trial.number, job.job_id, " ".join(trial_overrides(values)))
     return InFlight(trial, job, run_dir, final_step=cfg.train.max_steps)
 
