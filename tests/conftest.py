@@ -99,20 +99,14 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An ``mlflow server`` on 127.0.0.1 with its SQLite store and artifacts in ``tmp_path/server``.
-
-    Yields ``("127.0.0.1:<port>", <server folder>)``.
-    """
-    folder = tmp_path / "server"
-    folder.mkdir()
-    port = _free_port()
-    command = [
+def mlflow_server_command(store_uri: str, folder: Path, port: int, *options: str) -> list[str]:
+    """argv of an ``mlflow server`` on 127.0.0.1:``port``, one worker, artifacts in ``folder/artifacts``."""
+    return [
         str(Path(sys.executable).parent / "mlflow"),
         "server",
+        *options,
         "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
+        store_uri,
         "--artifacts-destination",
         str(folder / "artifacts"),
         "--host",
@@ -122,6 +116,18 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "--workers",
         "1",
     ]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An ``mlflow server`` on 127.0.0.1 with its SQLite store and artifacts in ``tmp_path/server``.
+
+    Yields ``("127.0.0.1:<port>", <server folder>)``.
+    """
+    folder = tmp_path / "server"
+    folder.mkdir()
+    port = _free_port()
+    command = mlflow_server_command(f"sqlite:///{folder / 'mlflow.db'}", folder, port)
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True

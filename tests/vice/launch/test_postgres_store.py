@@ -23,7 +23,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import mlflow_server_command, wait_for
 
 from vice.launch.tracking.client import PASSWORD_ENV, USERNAME_ENV
 
@@ -140,22 +139,8 @@ def auth_server(tmp_path: Path, databases: dict[str, str]) -> Iterator[dict[str,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secret["flask"],
     }
     port = _free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--app-name",
-        "basic-auth",
-        "--backend-store-uri",
-        f"postgresql://{pg_user}@{host}:{pg_port}/{databases['mlflow']}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    store = f"postgresql://{pg_user}@{host}:{pg_port}/{databases['mlflow']}"
+    command = mlflow_server_command(store, folder, port, "--app-name", "basic-auth")
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=env, start_new_session=True
